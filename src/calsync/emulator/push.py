@@ -1,0 +1,241 @@
+"""Push delivery, as Exchange does it: SendNotification POSTs to each push subscription's URL.
+
+For every push subscription one task waits for events (or for StatusFrequency minutes of quiet, then sends
+a StatusEvent). A delivery that gets no answer, an HTTP error or a body that is not a SendNotificationResult
+is retried at once, after 30 seconds, then after doubling delays, until StatusFrequency minutes have
+passed since the first failure: then the subscription is dead and Exchange sends nothing more. A
+SubscriptionStatus of Unsubscribe ends it. All durations are on the emulator clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from .exchange import Exchange
+from .notifications import pending, send_notification
+from .soap import M_NS, SOAP_NS, envelope, parse_xml
+from .subscriptions import Subscription
+
+log = logging.getLogger("calsync.emulator.push")
+
+SOAP_ACTION = "http://schemas.microsoft.com/exchange/services/2006/messages/SendNotification"
+FIRST_RETRY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery attempt, kept for tests and the control API."""
+
+    subscription_id: str
+    at: float  # emulator clock seconds
+    kind: str  # "events" or "status"
+    events: tuple[str, ...]
+    outcome: str  # "ok", "unsubscribe", "failed: ...", "lost", "unreachable"
+
+
+class PushDelivery:
+    def __init__(self, exchange: Exchange, check: Callable[[bytes], None] | None = None) -> None:
+        self.exchange = exchange
+        self.check = check
+        self.log: deque[Delivery] = deque(maxlen=20000)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._by_mailbox: dict[uuid.UUID, set[str]] = {}
+        exchange.on_change(self._changed)
+        exchange.on_subscribe(self._subscribed)
+
+    # --- lifecycle (called on the server's event loop) ------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._client = httpx.AsyncClient(follow_redirects=False)
+        for subscription in list(self.exchange.subscriptions.values()):
+            if subscription.kind == "push" and subscription.state in ("active", "retrying"):
+                self._start_task(subscription)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._client is not None:
+            await self._client.aclose()
+        self._loop = None
+
+    def poke_all(self) -> None:
+        """Wake every task (after the clock jumped or faults changed)."""
+        if self._loop is not None:
+            for event in list(self._wakeups.values()):
+                self._loop.call_soon_threadsafe(event.set)
+
+    # --- hooks from the exchange (any thread) ----------------------------------------------------
+
+    def _changed(self, mailbox: uuid.UUID) -> None:
+        if self._loop is None:
+            return
+        for sid in self._by_mailbox.get(mailbox, ()):
+            event = self._wakeups.get(sid)
+            if event is not None:
+                self._loop.call_soon_threadsafe(event.set)
+
+    def _subscribed(self, subscription: Subscription) -> None:
+        if subscription.kind != "push" or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._start_task, subscription)
+
+    def _start_task(self, subscription: Subscription) -> None:
+        if subscription.id in self._tasks:
+            return
+        self._wakeups[subscription.id] = asyncio.Event()
+        self._by_mailbox.setdefault(subscription.mailbox, set()).add(subscription.id)
+        self._tasks[subscription.id] = asyncio.ensure_future(self._run(subscription))
+
+    # --- one subscription ----------------------------------------------------------------------
+
+    async def _sleep_until(self, subscription: Subscription, until: float, *, wake_on_events: bool) -> None:
+        clock = self.exchange.clock
+        event = self._wakeups[subscription.id]
+        while subscription.state in ("active", "retrying"):
+            remaining = until - clock.seconds()
+            if remaining <= 0:
+                return
+            if wake_on_events and self._has_events(subscription):
+                return
+            event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=min(clock.real_seconds(remaining), 5.0))
+
+    def _has_events(self, subscription: Subscription) -> bool:
+        journal = self.exchange.journals[subscription.mailbox]
+        return any(subscription.matches(e) for e in journal.after(subscription.cursor))
+
+    async def _run(self, subscription: Subscription) -> None:
+        clock = self.exchange.clock
+        last_sent = clock.seconds()
+        first_failure: float | None = None
+        retry_delay = 0.0
+        try:
+            while subscription.state in ("active", "retrying"):
+                frequency = subscription.status_frequency * 60
+                if first_failure is None:
+                    await self._sleep_until(subscription, last_sent + frequency, wake_on_events=True)
+                else:
+                    await self._sleep_until(subscription, clock.seconds() + retry_delay, wake_on_events=False)
+                    if clock.seconds() - first_failure >= frequency:
+                        self.exchange.end_subscription(subscription, "dead")
+                        log.info(
+                            "push subscription %s is dead after %s min of failures",
+                            subscription.id,
+                            subscription.status_frequency,
+                        )
+                        return
+                if subscription.state not in ("active", "retrying"):
+                    return
+                outcome = await self._deliver_once(subscription)
+                if outcome == "unsubscribe":
+                    self.exchange.end_subscription(subscription, "unsubscribed")
+                    return
+                if outcome in ("ok", "lost"):
+                    last_sent = clock.seconds()
+                    first_failure = None
+                    subscription.state = "active"
+                    subscription.last_activity = last_sent
+                    continue
+                subscription.failures += 1
+                subscription.state = "retrying"
+                if first_failure is None:
+                    first_failure = clock.seconds()
+                    retry_delay = 0.0  # the first retry goes out at once
+                elif retry_delay == 0.0:
+                    retry_delay = FIRST_RETRY_SECONDS
+                else:
+                    retry_delay *= 2
+        finally:
+            self._tasks.pop(subscription.id, None)
+            self._wakeups.pop(subscription.id, None)
+            ids = self._by_mailbox.get(subscription.mailbox)
+            if ids is not None:
+                ids.discard(subscription.id)
+
+    async def _deliver_once(self, subscription: Subscription) -> str:
+        exchange = self.exchange
+        with exchange.lock:
+            mbx = exchange.by_guid[subscription.mailbox]
+            events, more, after = pending(subscription, exchange.journals[mbx.guid].after(subscription.cursor))
+            body = envelope(
+                send_notification(subscription, mbx, events, more, after),
+                None,
+                request_version=exchange.version.push_request_version,
+            )
+        if self.check is not None:
+            self.check(body)
+        kind = "events" if events else "status"
+        names = tuple(e.kind for e in events)
+        at = exchange.clock.seconds()
+        if exchange.faults.take("lost_push"):
+            subscription.cursor = after
+            self.log.append(Delivery(subscription.id, at, kind, names, "lost"))
+            return "lost"
+        if exchange.faults.listener_unreachable:
+            self.log.append(Delivery(subscription.id, at, kind, names, "unreachable"))
+            return "failed"
+        outcome = await self._post(subscription, body)
+        self.log.append(Delivery(subscription.id, at, kind, names, outcome))
+        if outcome in ("ok", "unsubscribe"):
+            subscription.cursor = after
+            subscription.deliveries += 1
+        return outcome if outcome in ("ok", "unsubscribe") else "failed"
+
+    async def _post(self, subscription: Subscription, body: bytes) -> str:
+        assert self._client is not None and subscription.url is not None
+        timeout = min(10.0, max(1.0, self.exchange.clock.real_seconds(30)))
+        started = time.monotonic()
+        try:
+            response = await self._client.post(
+                subscription.url,
+                content=body,
+                timeout=timeout,
+                headers={
+                    "Content-Type": "text/xml; charset=utf-8",
+                    "SOAPAction": SOAP_ACTION,
+                    "User-Agent": "ExchangeServicesClient/15.01.2507.006",
+                },
+            )
+        except httpx.HTTPError as exc:
+            return f"failed: {type(exc).__name__}"
+        finally:
+            self.exchange.count("push_seconds_ms", int((time.monotonic() - started) * 1000))
+        if response.status_code != 200:
+            return f"failed: HTTP {response.status_code}"
+        return _result(response.content)
+
+
+def _result(content: bytes) -> str:
+    """``ok`` or ``unsubscribe`` from a SendNotificationResult; anything else is a failed delivery."""
+    try:
+        root = parse_xml(content)
+    except Exception:
+        return "failed: not a SendNotificationResult"
+    body = root.find(f"{{{SOAP_NS}}}Body")
+    result = body.find(f"{{{M_NS}}}SendNotificationResult") if body is not None else None
+    status = result.findtext(f"{{{M_NS}}}SubscriptionStatus") if result is not None else None
+    if status is None:
+        return "failed: not a SendNotificationResult"
+    status = status.strip()
+    if status == "OK":
+        return "ok"
+    if status == "Unsubscribe":
+        return "unsubscribe"
+    return f"failed: SubscriptionStatus {status!r}"

@@ -1,0 +1,90 @@
+"""Shared fixtures: where the EWS reference material is, a strict in-process emulator, exchangelib accounts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from calsync.emulator import Emulator
+
+REFERENCE_ENV = "CALSYNC_EWS_REFERENCE"
+
+
+def reference_dir() -> Path:
+    override = os.environ.get(REFERENCE_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "ews"
+
+
+SCHEMA_DIR = reference_dir() / "schema"
+SAMPLES_DIR = reference_dir() / "samples"
+SERVICE_USER, SERVICE_PASSWORD = "svc-calsync", "S3cret!pw"
+
+
+@pytest.fixture(scope="session")
+def schema_dir() -> Path:
+    if not (SCHEMA_DIR / "messages.xsd").is_file():
+        pytest.skip(f"EWS schemas not found at {SCHEMA_DIR} (set {REFERENCE_ENV})")
+    return SCHEMA_DIR
+
+
+def start_emulator(schema_dir: Path, **kwargs: object) -> Emulator:
+    kwargs.setdefault("accounts", {SERVICE_USER: SERVICE_PASSWORD})
+    kwargs.setdefault("mailboxes", ["ann@example.com", "bob@example.com", "cyd@example.com"])
+    return Emulator(strict_schema_dir=schema_dir, **kwargs).start()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def emulator_factory(schema_dir: Path) -> Iterator[Callable[..., Emulator]]:
+    """Start strict emulators; each must have sent only schema-valid documents when the test ends."""
+    started: list[Emulator] = []
+
+    def make(**kwargs: object) -> Emulator:
+        emu = start_emulator(schema_dir, **kwargs)
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        emu.stop()
+    for emu in started:
+        assert emu.violations == [], emu.violations[:2]
+
+
+@pytest.fixture
+def emulator(emulator_factory: Callable[..., Emulator]) -> Emulator:
+    return emulator_factory()
+
+
+def ews_account(
+    emu: Emulator,
+    address: str,
+    *,
+    user: str = SERVICE_USER,
+    password: str = SERVICE_PASSWORD,
+    build: tuple[int, ...] | None = (15, 1, 2507, 6),
+):
+    from exchangelib import BASIC, IMPERSONATION, Account, Build, Configuration, Credentials, Version
+    from exchangelib.protocol import BaseProtocol
+
+    BaseProtocol.USERAGENT = "calsync-tests"
+    version = Version(Build(*build)) if build else None
+    config = Configuration(
+        service_endpoint=emu.url,
+        credentials=Credentials(user, password),
+        auth_type=BASIC,
+        version=version,
+        max_connections=4,
+    )
+    return Account(address, config=config, autodiscover=False, access_type=IMPERSONATION)
+
+
+@pytest.fixture
+def account(emulator: Emulator):
+    acc = ews_account(emulator, "ann@example.com")
+    yield acc
+    acc.protocol.close()
