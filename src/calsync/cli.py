@@ -17,6 +17,11 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+@app.callback()
+def main_callback() -> None:
+    """calsync: keep an application's calendar in step with Microsoft Exchange."""
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(2)

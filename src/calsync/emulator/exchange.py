@@ -339,8 +339,9 @@ class Exchange:
             mbx.sync_generation += 1
 
     def expire_watermarks(self, mbx: Mailbox) -> None:
+        """Every watermark handed out so far becomes invalid (new ones start after this point)."""
         with self.lock:
-            self.journals[mbx.guid].expire(mbx.seq)
+            self.journals[mbx.guid].expire(mbx.next_seq())
 
     @contextmanager
     def locked(self) -> Iterator[None]:

@@ -121,6 +121,7 @@ def _apply(item: CalendarItem, spec: dict[str, Any], *, creating: bool) -> None:
     if "all_day" in spec:
         item.is_all_day = bool(spec["all_day"])
     tz_id = item.start_tz
+    duration = item.end - item.start  # moving the start alone keeps the length, as dragging in Outlook does
     if "start" in spec:
         if item.is_all_day and len(str(spec["start"])) == 10:
             item.start = datetime.combine(date.fromisoformat(str(spec["start"])), time(), timezones.zone(tz_id))
@@ -131,8 +132,8 @@ def _apply(item: CalendarItem, spec: dict[str, Any], *, creating: bool) -> None:
             item.end = datetime.combine(date.fromisoformat(str(spec["end"])), time(), timezones.zone(tz_id))
         else:
             item.end = _when(spec["end"], tz_id, "end")
-    elif creating and "start" in spec:
-        item.end = item.start + timedelta(hours=1)
+    elif "start" in spec:
+        item.end = item.start + (timedelta(hours=1) if creating else duration)
     if "attendees" in spec:
         from .model import Attendee
 

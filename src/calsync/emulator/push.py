@@ -132,8 +132,11 @@ class PushDelivery:
                 if first_failure is None:
                     await self._sleep_until(subscription, last_sent + frequency, wake_on_events=True)
                 else:
-                    await self._sleep_until(subscription, clock.seconds() + retry_delay, wake_on_events=False)
-                    if clock.seconds() - first_failure >= frequency:
+                    give_up_at = first_failure + frequency
+                    await self._sleep_until(
+                        subscription, min(clock.seconds() + retry_delay, give_up_at), wake_on_events=False
+                    )
+                    if clock.seconds() >= give_up_at:
                         self.exchange.end_subscription(subscription, "dead")
                         log.info(
                             "push subscription %s is dead after %s min of failures",

@@ -75,9 +75,6 @@ def build_app(exchange: Exchange, *, check: Any = None) -> tuple[Starlette, Push
         answer: Answer = await asyncio.get_running_loop().run_in_executor(
             workers, service.handle, body, {k.lower(): v for k, v in request.headers.items()}
         )
-        slow = exchange.faults.slow_seconds
-        if slow > 0:
-            await asyncio.sleep(slow)
         if answer.stream is not None:
             return StreamingResponse(_stream(answer.stream.documents()), headers=answer.headers)
         if answer.drop_connection:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,6 +172,8 @@ class EwsService:
                 server_version,
             )
         try:
+            if faults.slow_seconds > 0:  # a slow answer still counts against the concurrency limit
+                time.sleep(faults.slow_seconds)
             return self._serve(body, headers, account, server_version)
         finally:
             self.in_flight.leave(account.username.lower())

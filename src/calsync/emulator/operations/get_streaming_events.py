@@ -13,7 +13,7 @@ from lxml import etree
 
 from ..notifications import pending, render_notification
 from ..service import Request
-from ..soap import EwsError, el, envelope, m, sub
+from ..soap import EwsError, SoapFault, el, envelope, m, sub, t
 from ..subscriptions import Subscription
 from .common import children, respond
 
@@ -74,7 +74,13 @@ class StreamPlan:
 
 
 def handle(req: Request, body: etree._Element) -> etree._Element | StreamPlan:
-    ids = [(s.text or "").strip() for s in children(body.find(m("SubscriptionIds")))]
+    id_elements = children(body.find(m("SubscriptionIds")))
+    if any(e.tag != t("SubscriptionId") for e in id_elements):
+        raise SoapFault(
+            "ErrorSchemaValidation",
+            "The request failed schema validation: SubscriptionIds holds t:SubscriptionId elements.",
+        )
+    ids = [(e.text or "").strip() for e in id_elements]
     try:
         timeout = int((body.findtext(m("ConnectionTimeout")) or "").strip())
     except ValueError:
