@@ -214,7 +214,7 @@ class Exchange:
 
     def delete_occurrence(self, mbx: Mailbox, master: CalendarItem, index: int) -> None:
         with self.lock:
-            master.deleted.add(index)
+            master.deleted = master.deleted | {index}
             master.exceptions.pop(index, None)
             self.touch(mbx, master)
 
@@ -258,7 +258,7 @@ class Exchange:
                 change_key=new_change_key(),
                 seq=seq,
                 exceptions=dict(item.exceptions),
-                deleted=set(item.deleted),
+                deleted=item.deleted,
             )
             dest.items[moved.number] = moved
             dest.tombstones.pop(moved.number, None)
@@ -362,9 +362,9 @@ def _meeting_fields(item: CalendarItem) -> dict[str, Any]:
         "organizer": item.organizer,
         "sequence": item.sequence,
         "sensitivity": item.sensitivity,
-        "required": [Attendee(a.name, a.email, a.response) for a in item.required],
-        "optional": [Attendee(a.name, a.email, a.response) for a in item.optional],
+        "required": tuple(Attendee(a.name, a.email, a.response) for a in item.required),
+        "optional": tuple(Attendee(a.name, a.email, a.response) for a in item.optional),
         "recurrence": item.recurrence,
         "exceptions": dict(item.exceptions),
-        "deleted": set(item.deleted),
+        "deleted": item.deleted,
     }

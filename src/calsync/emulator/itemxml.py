@@ -337,7 +337,7 @@ def _read_attendees(attr: str) -> Callable[[etree._Element, ItemDraft, bool], No
                     _choice(response, RESPONSES, "Attendee/ResponseType"),
                 )
             )
-        d.values[attr] = people
+        d.values[attr] = tuple(people)
         d.values[f"_append_{attr}"] = append
 
     return read
@@ -424,7 +424,7 @@ def apply_draft(item: CalendarItem, draft: ItemDraft, *, creating: bool, settle_
         if name.startswith("_append_"):
             continue
         if name in ("required", "optional", "resources") and draft.values.get(f"_append_{name}"):
-            value = [*getattr(item, name), *value]  # type: ignore[misc]
+            value = (*getattr(item, name), *value)  # type: ignore[misc]
         if name == "categories" and draft.values.get("_append_categories"):
             value = (*item.categories, *value)  # type: ignore[misc]
         if name == "uid" and not creating:
@@ -477,7 +477,7 @@ def delete_field(item: CalendarItem, name: str) -> None:
         setattr(item, attr, value)
         if name == "Recurrence":
             item.exceptions.clear()
-            item.deleted.clear()
+            item.deleted = frozenset()
     elif name in item.extra:
         del item.extra[name]
     elif name in READ_ONLY or name in ("Start", "End", "IsAllDayEvent"):

@@ -178,15 +178,16 @@ class CalendarItem:
     is_all_day: bool = False
     is_cancelled: bool = False
     organizer: Person | None = None
-    required: list[Attendee] = field(default_factory=list)
-    optional: list[Attendee] = field(default_factory=list)
-    resources: list[Attendee] = field(default_factory=list)
+    # Immutable containers: the empty ones are shared, which keeps a million items small.
+    required: tuple[Attendee, ...] = ()
+    optional: tuple[Attendee, ...] = ()
+    resources: tuple[Attendee, ...] = ()
     my_response: str = "Organizer"
     meeting_request_was_sent: bool = False
     sequence: int = 0
     recurrence: Recurrence | None = None
     exceptions: dict[int, OccurrenceChange] = field(default_factory=dict)
-    deleted: set[int] = field(default_factory=set)
+    deleted: frozenset[int] = frozenset()
     extra: dict[str, bytes] = field(default_factory=dict)
     seq: int = 0  # mailbox change sequence number of the last change (drives SyncFolderItems)
     # Set on views of one occurrence of a series:
@@ -267,7 +268,7 @@ class CalendarItem:
             original_start=occ.original_start,
             recurrence=None,
             exceptions={},
-            deleted=set(),
+            deleted=frozenset(),
         )
         change = self.exceptions.get(occ.index) if apply_exception else None
         if change is not None:

@@ -27,7 +27,7 @@ from . import recurrence as rec
 from . import timezones
 from .exchange import Exchange
 from .itemxml import FREE_BUSY, RESPONSES, settle
-from .model import CalendarItem, ItemRef, Mailbox, Recurrence
+from .model import EXCEPTION_FIELDS, Attendee, CalendarItem, ItemRef, Mailbox, Recurrence
 from .soap import EwsError
 
 
@@ -135,9 +135,8 @@ def _apply(item: CalendarItem, spec: dict[str, Any], *, creating: bool) -> None:
     elif "start" in spec:
         item.end = item.start + (timedelta(hours=1) if creating else duration)
     if "attendees" in spec:
-        from .model import Attendee
-
-        item.required, item.optional = [], []
+        required: list[Attendee] = []
+        optional: list[Attendee] = []
         for a in spec["attendees"] or ():
             if not isinstance(a, dict) or "@" not in str(a.get("email", "")):
                 raise SpecError("attendees: each attendee needs an 'email' address")
@@ -145,11 +144,12 @@ def _apply(item: CalendarItem, spec: dict[str, Any], *, creating: bool) -> None:
             if response not in RESPONSES:
                 raise SpecError(f"attendees: response must be one of {', '.join(RESPONSES)}")
             attendee = Attendee(str(a.get("name") or a["email"]), str(a["email"]), response)
-            (item.optional if a.get("optional") else item.required).append(attendee)
+            (optional if a.get("optional") else required).append(attendee)
+        item.required, item.optional = tuple(required), tuple(optional)
     if "recurrence" in spec:
         item.recurrence = None if spec["recurrence"] is None else _recurrence(spec["recurrence"], item.start, tz_id)
         item.exceptions.clear()
-        item.deleted.clear()
+        item.deleted = frozenset()
     try:
         settle(item, creating=creating, moved="start" in spec or "recurrence" in spec)
     except EwsError as exc:
@@ -203,8 +203,6 @@ class Outlook:
             if occ is None or plain is None:
                 raise SpecError(f"series '{item_id}' has no occurrence {index}")
             _apply(occ, spec, creating=False)
-            from .model import EXCEPTION_FIELDS
-
             overrides = {n: getattr(occ, n) for n in EXCEPTION_FIELDS if getattr(occ, n) != getattr(plain, n)}
             self.exchange.change_occurrence(self.mailbox, master, index, overrides)
             result = master.occurrence(index)

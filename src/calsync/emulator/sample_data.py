@@ -135,12 +135,12 @@ def make_item(
         item.sensitivity = "Private"
     if rng.random() < 0.3:
         people = rng.sample(colleagues, min(len(colleagues), rng.randint(1, 3))) if colleagues else []
-        item.required = [
+        item.required = tuple(
             Attendee(p.display_name, p.address, rng.choice(("Accept", "Tentative", "NoResponseReceived", "Decline")))
             for p in people
-        ]
+        )
         if rng.random() < 0.5:
-            item.optional = [Attendee("Guest Partner", f"guest{rng.randint(1, 99)}@partner.example", "Unknown")]
+            item.optional = (Attendee("Guest Partner", f"guest{rng.randint(1, 99)}@partner.example", "Unknown"),)
         item.meeting_request_was_sent = bool(item.required or item.optional)
         if rng.random() < 0.05:
             item.is_cancelled = True
@@ -162,7 +162,7 @@ def _add_exceptions(item: CalendarItem, rng: random.Random, now: datetime) -> No
     for occ in occurrences:
         roll = rng.random()
         if roll < 0.15:
-            item.deleted.add(occ.index)
+            item.deleted = item.deleted | {occ.index}
         elif roll < 0.3:
             shift = timedelta(hours=rng.choice((-2, -1, 1, 2, 24)))
             item.exceptions[occ.index] = OccurrenceChange(

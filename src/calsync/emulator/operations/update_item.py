@@ -114,17 +114,13 @@ def _apply(item: CalendarItem, updates: list[etree._Element]) -> set[str]:
 def _update_item(req: Request, mbx: Mailbox, item: CalendarItem, updates: list[etree._Element]) -> CalendarItem:
     work = replace(
         item,
-        required=list(item.required),
-        optional=list(item.optional),
-        resources=list(item.resources),
         extra=dict(item.extra),
         exceptions=dict(item.exceptions),
-        deleted=set(item.deleted),
     )
     touched = _apply(work, updates)  # all or nothing: the real item changes only if every update applies
     if item.recurrence is not None and touched & set(_SERIES_SHAPE):
         work.exceptions.clear()  # changing the series' time or pattern drops its exceptions, as in Outlook
-        work.deleted.clear()
+        work.deleted = frozenset()
     for slot in CalendarItem.__slots__:
         if slot not in ("number", "mailbox", "folder", "change_key", "created", "seq"):
             setattr(item, slot, getattr(work, slot))
