@@ -1,0 +1,1 @@
+"""The application's calendar: its model, occurrence expansion and iCalendar export."""
