@@ -3,28 +3,476 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(
     help="calsync: keep an application's calendar in step with Microsoft Exchange.",
     no_args_is_help=True,
     add_completion=False,
 )
+operators_app = typer.Typer(help="Operators: the users whose Exchange calendars are synced.", no_args_is_help=True)
+jobs_app = typer.Typer(help="The two jobs: ProcessPushNotifications, ManagePushSubscriptions.", no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+config_app = typer.Typer(help="The settings.", no_args_is_help=True)
+app.add_typer(operators_app, name="operators")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
 console = Console(stderr=True)
+out = Console()
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file (default ./calsync.toml).")]
 
 
 @app.callback()
-def main_callback() -> None:
+def main_callback(ctx: typer.Context, config: ConfigOption = None) -> None:
     """calsync: keep an application's calendar in step with Microsoft Exchange."""
+    ctx.obj = {"config": config}
 
 
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(2)
+
+
+def _settings(ctx: typer.Context, *, require_credentials: bool = False, **overrides: Any) -> Any:
+    from calsync.settings import SettingsError, load_settings
+
+    try:
+        return load_settings((ctx.obj or {}).get("config"), require_credentials=require_credentials, **overrides)
+    except SettingsError as exc:
+        console.print("[red]The settings are not valid:[/red]")
+        for problem in exc.problems:
+            console.print(f"  - {problem}")
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str) -> None:
+    from calsync.logs import configure
+
+    configure(level)
+
+
+def _db(settings: Any) -> Any:
+    from calsync.store.db import Database
+
+    db = Database(settings.database_url)
+    db.upgrade()
+    return db
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --- setting up ---------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    database_url: Annotated[str | None, typer.Option(help="Database URL to write into the settings file.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing settings file.")] = False,
+) -> None:
+    """Write a settings file (with a fresh listener secret) and create the database."""
+    from calsync.settings import new_listener_secret
+
+    path: Path = (ctx.obj or {}).get("config") or Path("calsync.toml")
+    if path.exists() and not force:
+        console.print(f"{path} exists; keeping it (use --force to overwrite)")
+    else:
+        lines = [
+            "# calsync settings: see docs/settings.md. Environment variables CALSYNC_<NAME> override these.",
+            f'listener_secret = "{new_listener_secret()}"',
+            'exchange_url = "http://127.0.0.1:8765/EWS/Exchange.asmx"',
+            'exchange_version = "Exchange2016"',
+            'listener_url = "http://127.0.0.1:8080"',
+            "batch_size = 512",
+            "status_frequency = 30",
+            "past_window_days = 180",
+        ]
+        if database_url:
+            lines.append(f'database_url = "{database_url}"')
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        console.print(f"wrote {path}")
+    settings = _settings(ctx)
+    _prepare(settings)
+    console.print(f"database ready: {settings.database_url.split('@')[-1]}")
+
+
+def _prepare(settings: Any) -> None:
+    from calsync.store import jobs as job_store
+    from calsync.store.db import Database
+
+    db = Database(settings.database_url)
+    db.upgrade()
+    with db.transaction() as session:
+        job_store.ensure(
+            session,
+            {
+                job_store.PROCESS_NOTIFICATIONS: settings.process_notifications_interval_seconds,
+                job_store.MANAGE_SUBSCRIPTIONS: settings.manage_subscriptions_interval_seconds,
+            },
+        )
+    db.dispose()
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Bring the database schema to the newest version."""
+    settings = _settings(ctx)
+    _prepare(settings)
+    from calsync.store.db import Database
+
+    console.print(f"schema at revision {Database(settings.database_url).current_revision()}")
+
+
+@config_app.command("check")
+def config_check(ctx: typer.Context) -> None:
+    """Print the effective settings (secrets masked); exit 2 if they are not valid."""
+    from calsync.settings import effective_settings, setting_label
+
+    settings = _settings(ctx)
+    table = Table(title=f"calsync settings ({settings.config_file or 'no settings file'})")
+    table.add_column("setting")
+    table.add_column("value")
+    for name, value in effective_settings(settings).items():
+        table.add_row(setting_label(name), "-" if value is None else str(value))
+    out.print(table)
+    missing = settings.missing_credentials()
+    if missing:
+        console.print("[yellow]Exchange credentials incomplete:[/yellow] " + "; ".join(missing))
+        raise typer.Exit(2)
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    threads: Annotated[int, typer.Option(help="Sync passes run at once by this process.")] = 4,
+    jobs: Annotated[bool, typer.Option(help="Also run the jobs in this process.")] = True,
+) -> None:
+    """Run the listener, the calendar API and (by default) both jobs in one process."""
+    import uvicorn
+
+    from calsync.runtime import Runtime
+
+    settings = _settings(ctx, require_credentials=True)
+    if settings.listener_secret is None:
+        raise _fail("listener_secret is not set: run `calsync init` (or set CALSYNC_LISTENER_SECRET)")
+    _logging(settings.log_level)
+    runtime = Runtime(settings, threads=threads)
+    runtime.prepare()
+    console.print(
+        f"calsync listening on http://{host}:{port} (push callbacks: {settings.listener_url}"
+        "/ews/notifications/<secret>)"
+    )
+    uvicorn.run(runtime.app(run_jobs=jobs), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    threads: Annotated[int, typer.Option(help="Sync passes run at once by this process.")] = 4,
+) -> None:
+    """Run only the jobs (more workers on other machines share the work through the database)."""
+    from calsync.runtime import Runtime
+
+    settings = _settings(ctx, require_credentials=True)
+    _logging(settings.log_level)
+    runtime = Runtime(settings, threads=threads)
+    runtime.prepare()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runtime.start_jobs()
+    console.print("calsync worker running (Ctrl-C to stop)")
+    stop.wait()
+    runtime.stop_jobs()
+    runtime.close()
+
+
+@app.command()
+def sync(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The operator's e-mail address.")],
+    full: Annotated[
+        bool, typer.Option(help="Read the whole window again instead of the changes since last time.")
+    ] = False,
+) -> None:
+    """Run a sync pass for one operator now, in this process, with a progress bar."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from calsync.engine.sync import restart_full
+    from calsync.jobs.process_notifications import LEASE_SECONDS, NotificationProcessor, ProcessorSettings
+    from calsync.runtime import make_source
+    from calsync.store import operators, work
+    from calsync.store.operators import OperatorError
+
+    settings = _settings(ctx, require_credentials=True)
+    db = _db(settings)
+    try:
+        with db.transaction() as session:
+            operator = operators.require(session, email)
+            if not operator.sync_enabled:
+                raise _fail(f"sync is disabled for {operator.email}: `calsync operators enable {operator.email}`")
+            work.mark_dirty(session, operator.id, full_sync=full)
+            claim = work.claim(session, "cli", LEASE_SECONDS, operator_id=operator.id)
+    except OperatorError as exc:
+        raise _fail(str(exc)) from None
+    if claim is None:
+        raise _fail(f"a sync pass for {email} is running elsewhere; try again when it ends")
+    if full:
+        restart_full(db, claim)
+    processor = NotificationProcessor(
+        db, make_source(settings), lambda: ProcessorSettings(settings.batch_size, settings.past_window_days)
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[items]} items"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"syncing {claim.email}", total=None, items=0)
+        result = processor.run_claim(claim, progress=lambda items, pages: progress.update(task, items=items))
+    if result is None:
+        with db.read() as session:
+            op = operators.require(session, email)
+            raise _fail(f"the sync pass failed: {op.last_error_code}: {op.last_error_message}")
+    out.print(
+        f"{result.email}: {result.upserts} written, {result.deletes} deleted, {result.skipped_old} older than "
+        f"the window skipped, {result.pages} page(s), {result.requests} request(s), {result.seconds:.2f} s"
+    )
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Per operator: subscribed?, last heartbeat, last sync, pending notifications, last error."""
+    from calsync.store.status import operator_statuses
+
+    settings = _settings(ctx)
+    db = _db(settings)
+    with db.read() as session:
+        rows = operator_statuses(session)
+    table = Table(title="calsync status")
+    for column in (
+        "operator",
+        "sync",
+        "subscribed",
+        "last heartbeat",
+        "last sync",
+        "pending",
+        "appointments",
+        "last error",
+    ):
+        table.add_column(column)
+    for r in rows:
+        error = "-" if r.last_error_code is None else f"{r.last_error_code}: {r.last_error_message}"
+        table.add_row(
+            r.email,
+            "on" if r.enabled else "off",
+            "yes" if r.subscribed else "no",
+            _when(r.last_heartbeat),
+            _when(r.last_sync) if r.initial_sync_done else "initial sync pending",
+            str(r.pending_notifications) + (" (pass due)" if r.dirty else ""),
+            str(r.appointments),
+            error,
+        )
+    out.print(table)
+
+
+# --- operators ----------------------------------------------------------------------------------
+
+
+def _operators_call(ctx: typer.Context, action: Any) -> Any:
+    from calsync.store import jobs as job_store
+    from calsync.store.operators import OperatorError
+
+    settings = _settings(ctx)
+    db = _db(settings)
+    try:
+        with db.transaction() as session:
+            result = action(session)
+            # Subscribing (and so the initial sync) is ManagePushSubscriptions' job: ask it to run now.
+            job_store.ensure(
+                session,
+                {
+                    job_store.PROCESS_NOTIFICATIONS: settings.process_notifications_interval_seconds,
+                    job_store.MANAGE_SUBSCRIPTIONS: settings.manage_subscriptions_interval_seconds,
+                },
+            )
+            job_store.request_run(session, job_store.MANAGE_SUBSCRIPTIONS)
+            return result
+    except OperatorError as exc:
+        raise _fail(str(exc)) from None
+
+
+@operators_app.command("add")
+def operators_add(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The operator's e-mail address (their Exchange mailbox).")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    enable: Annotated[bool, typer.Option(help="Enable sync at once.")] = False,
+) -> None:
+    """Add an operator (sync stays off unless --enable)."""
+    from calsync.store import operators
+
+    op = _operators_call(ctx, lambda s: operators.add(s, email, name, enable))
+    out.print(f"added {op.email} (sync {'on' if op.sync_enabled else 'off'})")
+
+
+@operators_app.command("list")
+def operators_list(
+    ctx: typer.Context,
+    enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="Only these.")] = None,
+) -> None:
+    """List operators."""
+    from calsync.store import operators
+
+    settings = _settings(ctx)
+    db = _db(settings)
+    with db.read() as session:
+        rows = operators.listing(session, enabled)
+    table = Table(title="operators")
+    for column in ("e-mail", "name", "sync", "last sync"):
+        table.add_column(column)
+    for op in rows:
+        table.add_row(op.email, op.display_name or "-", "on" if op.sync_enabled else "off", _when(op.last_sync_at))
+    out.print(table)
+
+
+@operators_app.command("enable")
+def operators_enable(ctx: typer.Context, email: Annotated[str, typer.Argument()]) -> None:
+    """Turn sync on: the operator is subscribed and gets an initial sync."""
+    from calsync.store import operators
+
+    op = _operators_call(ctx, lambda s: operators.set_enabled(s, email, True))
+    out.print(f"sync on for {op.email}")
+
+
+@operators_app.command("disable")
+def operators_disable(ctx: typer.Context, email: Annotated[str, typer.Argument()]) -> None:
+    """Turn sync off: the subscription is dropped; synced appointments stay."""
+    from calsync.store import operators
+
+    op = _operators_call(ctx, lambda s: operators.set_enabled(s, email, False))
+    out.print(f"sync off for {op.email}")
+
+
+@operators_app.command("remove")
+def operators_remove(ctx: typer.Context, email: Annotated[str, typer.Argument()]) -> None:
+    """Remove an operator and their synced appointments."""
+    from calsync.store import operators
+
+    _operators_call(ctx, lambda s: operators.remove(s, email))
+    out.print(f"removed {email.lower()}")
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+def _jobs_call(ctx: typer.Context, action: Any) -> Any:
+    from calsync.store import jobs as job_store
+
+    settings = _settings(ctx)
+    db = _db(settings)
+    try:
+        with db.transaction() as session:
+            job_store.ensure(
+                session,
+                {
+                    job_store.PROCESS_NOTIFICATIONS: settings.process_notifications_interval_seconds,
+                    job_store.MANAGE_SUBSCRIPTIONS: settings.manage_subscriptions_interval_seconds,
+                },
+            )
+            return action(session)
+    except job_store.JobError as exc:
+        raise _fail(str(exc)) from None
+
+
+@jobs_app.command("list")
+def jobs_list(ctx: typer.Context) -> None:
+    """The jobs with their state, interval, last run and outcome, and next run."""
+    from calsync.store import jobs as job_store
+
+    rows = _jobs_call(ctx, job_store.listing)
+    table = Table(title="jobs")
+    for column in ("job", "enabled", "interval", "last run", "outcome", "next run"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.name,
+            "yes" if row.enabled else "no",
+            f"{row.interval_seconds} s",
+            _when(row.last_run_at),
+            row.last_outcome or "-",
+            "now (requested)" if row.run_requested else _when(row.next_run_at),
+        )
+    out.print(table)
+
+
+@jobs_app.command("enable")
+def jobs_enable(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Let a job run (takes effect on every node within a second)."""
+    from calsync.store import jobs as job_store
+
+    row = _jobs_call(ctx, lambda s: job_store.set_enabled(s, name, True))
+    out.print(f"{row.name} enabled")
+
+
+@jobs_app.command("disable")
+def jobs_disable(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Stop a job from running (takes effect on every node within a second)."""
+    from calsync.store import jobs as job_store
+
+    row = _jobs_call(ctx, lambda s: job_store.set_enabled(s, name, False))
+    out.print(f"{row.name} disabled")
+
+
+@jobs_app.command("set-interval")
+def jobs_set_interval(
+    ctx: typer.Context, name: Annotated[str, typer.Argument()], seconds: Annotated[int, typer.Argument(help="1..86400")]
+) -> None:
+    """Change how often a job runs."""
+    from calsync.store import jobs as job_store
+
+    row = _jobs_call(ctx, lambda s: job_store.set_interval(s, name, seconds))
+    out.print(f"{row.name} runs every {row.interval_seconds} s")
+
+
+@jobs_app.command("run")
+def jobs_run(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Ask a job to run now (a running `serve` or `worker` picks it up within a second)."""
+    from calsync.store import jobs as job_store
+
+    row = _jobs_call(ctx, lambda s: job_store.request_run(s, name))
+    out.print(f"{row.name} will run now")
+
+
+@app.command()
+def demo(
+    keep_running: Annotated[bool, typer.Option(help="Stay up after the demo to explore (Ctrl-C to stop).")] = False,
+    port: Annotated[int, typer.Option(help="Port of calsync's listener and API (0: any free port).")] = 0,
+    database: Annotated[Path, typer.Option(help="SQLite file for the demo.")] = Path("calsync-demo.sqlite3"),
+) -> None:
+    """The whole product in a minute: an emulated Exchange, three operators, live changes timed end to end."""
+    from calsync.demo import run_demo
+
+    run_demo(keep_running=keep_running, port=port, database=database, console=out)
 
 
 @app.command()

@@ -1,0 +1,128 @@
+"""The sync pass: for one claimed mailbox, read every change since the stored sync state, page by page, and
+write each page's appointments together with the sync state that covers them, in one transaction
+(invariant 4), after checking that this worker still holds the mailbox (invariant 3).
+
+The engine knows the store and a :class:`~calsync.sources.base.Source`; it knows nothing of EWS, Graph or
+HTTP. The past window is applied here: an item is stored if any of it lies after now - window (a series:
+if it has no end or ends after that); an item already stored is kept up to date whatever its age.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from calsync.calendar.model import Appointment
+from calsync.sources.base import ChangePage, Source, SourceError
+from calsync.store import calendar, operators, syncstate, work
+from calsync.store.db import Database
+from calsync.store.tables import utcnow
+from calsync.store.work import Claim
+
+log = logging.getLogger("calsync.engine")
+
+Progress = Callable[[int, int], None]  # (items written so far, pages so far)
+
+
+@dataclass
+class PassResult:
+    email: str
+    pages: int = 0
+    upserts: int = 0
+    deletes: int = 0
+    skipped_old: int = 0
+    requests: int = 0
+    full_sync: bool = False
+    seconds: float = 0.0
+    item_ids: list[str] = field(default_factory=list)
+
+
+def window_start(past_window_days: int, now: datetime | None = None) -> datetime:
+    return (now or utcnow()) - timedelta(days=past_window_days)
+
+
+def in_window(appointment: Appointment, start: datetime) -> bool:
+    if appointment.recurrence is not None:
+        series_end = appointment.extra.get("series_end")
+        if not isinstance(series_end, datetime):
+            return True  # never ends, or the source could not say: keep it
+        latest = max([series_end, *(o.end for o in appointment.overrides)])
+        return latest > start
+    return appointment.end > start
+
+
+def run_pass(
+    db: Database,
+    source: Source,
+    claim: Claim,
+    *,
+    batch_size: int,
+    past_window_days: int,
+    lease_seconds: float,
+    progress: Progress | None = None,
+) -> PassResult:
+    """Run one sync pass for a claimed mailbox. Raises SourceError or LeaseLost; on a SourceError of kind
+    ``sync_state_invalid`` the caller starts a full sync (see :func:`restart_full`)."""
+    started = time.monotonic()
+    result = PassResult(claim.email, full_sync=claim.full_sync or claim.sync_state is None)
+    oldest = window_start(past_window_days)
+    if result.full_sync:
+        with db.transaction() as session:
+            work.check_fence(session, claim, renew_seconds=lease_seconds)
+            syncstate.start_full(session, claim.operator_id)
+    for page in source.changes(claim.email, claim.sync_state if not claim.full_sync else None, batch_size):
+        _commit_page(db, claim, page, oldest, lease_seconds, result)
+        if progress is not None:
+            progress(result.upserts, result.pages)
+        if page.done:
+            break
+    result.seconds = time.monotonic() - started
+    log.info(
+        "sync pass done",
+        extra={
+            "mailbox": claim.email,
+            "pages": result.pages,
+            "upserts": result.upserts,
+            "deletes": result.deletes,
+            "requests": result.requests,
+            "full_sync": result.full_sync,
+            "seconds": round(result.seconds, 3),
+        },
+    )
+    return result
+
+
+def _commit_page(
+    db: Database, claim: Claim, page: ChangePage, oldest: datetime, lease_seconds: float, result: PassResult
+) -> None:
+    with db.transaction() as session:
+        work.check_fence(session, claim, renew_seconds=lease_seconds)
+        ids = [a.item_id for a in page.upserts]
+        stored = calendar.existing_ids(session, claim.operator_id, ids)
+        keep = [a for a in page.upserts if a.item_id in stored or in_window(a, oldest)]
+        result.skipped_old += len(page.upserts) - len(keep)
+        result.upserts += calendar.upsert(session, claim.operator_id, keep)
+        result.deletes += calendar.delete_items(session, claim.operator_id, page.deletes)
+        result.item_ids.extend(a.item_id for a in keep)
+        syncstate.save(session, claim.operator_id, page.sync_state)
+        result.pages += 1
+        result.requests += page.requests
+        if page.done:
+            sweep_from = syncstate.complete(session, claim.operator_id)
+            if sweep_from is not None:
+                result.deletes += calendar.sweep(session, claim.operator_id, sweep_from)
+            operators.record_success(session, claim.operator_id)
+            work.finish(session, claim)
+
+
+def restart_full(db: Database, claim: Claim) -> None:
+    """The sync state expired: the next pass reads the whole window again (and sweeps what is gone)."""
+    with db.transaction() as session:
+        syncstate.start_full(session, claim.operator_id)
+        work.mark_dirty(session, claim.operator_id, full_sync=True)
+
+
+__all__ = ["PassResult", "SourceError", "in_window", "restart_full", "run_pass", "window_start"]

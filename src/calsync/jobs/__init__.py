@@ -1,0 +1,1 @@
+"""The two jobs (ProcessPushNotifications, ManagePushSubscriptions) and the scheduler that runs them."""

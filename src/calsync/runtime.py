@@ -1,0 +1,148 @@
+"""Putting calsync together: the database, the source, the listener, the calendar API and the jobs.
+
+``calsync serve`` runs everything in one process (the embedded default); ``calsync worker`` runs only the
+jobs. Across processes, a notification stored by one process wakes the processors of the others through
+PostgreSQL LISTEN/NOTIFY; within a process the listener wakes the processor directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from calsync.api.calendar import CalendarApi
+from calsync.jobs.manage_subscriptions import manage
+from calsync.jobs.process_notifications import NotificationProcessor, ProcessorSettings
+from calsync.jobs.scheduler import Scheduler
+from calsync.listener.app import Listener
+from calsync.settings import Settings, listener_callback_url
+from calsync.sources.base import Source
+from calsync.store import jobs as job_store
+from calsync.store.db import WAKE_CHANNEL, Database
+
+log = logging.getLogger("calsync")
+
+
+def make_source(settings: Settings) -> Source:
+    from calsync.sources.ews import EwsSource
+
+    password = settings.password.get_secret_value() if settings.password else ""
+    return EwsSource(
+        settings.exchange_url,
+        settings.username or "",
+        password,
+        version=settings.exchange_version,
+        auth_type=settings.auth_type,
+    )
+
+
+class Runtime:
+    def __init__(
+        self, settings: Settings, *, source: Source | None = None, threads: int = 4, db: Database | None = None
+    ) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.database_url)
+        self.source = source or make_source(settings)
+        self.processor = NotificationProcessor(
+            self.db,
+            self.source,
+            lambda: ProcessorSettings(self.settings.batch_size, self.settings.past_window_days),
+            threads=threads,
+        )
+        self.scheduler = Scheduler(self.db, wake_processor=self.processor.wake, manage=self.manage_subscriptions)
+        self.listener = Listener(self.db, self._secrets, on_dirty=self.processor.wake)
+        self.calendar_api = CalendarApi(self.db)
+        self._pg_thread: threading.Thread | None = None
+        self._pg_stop = threading.Event()
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Upgrade the schema and create the job rows with the configured intervals."""
+        self.db.upgrade()
+        with self.db.transaction() as session:
+            job_store.ensure(
+                session,
+                {
+                    job_store.PROCESS_NOTIFICATIONS: self.settings.process_notifications_interval_seconds,
+                    job_store.MANAGE_SUBSCRIPTIONS: self.settings.manage_subscriptions_interval_seconds,
+                },
+            )
+
+    def _secrets(self) -> list[str]:
+        secret = self.settings.listener_secret
+        return [secret.get_secret_value()] if secret is not None else []
+
+    def manage_subscriptions(self) -> str:
+        result = manage(
+            self.db,
+            self.source,
+            callback_url=listener_callback_url(self.settings),
+            status_frequency=self.settings.status_frequency,
+        )
+        return result.summary()
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def start_jobs(self) -> None:
+        self.processor.start()
+        self.scheduler.start()
+        if self.db.is_postgres:
+            self._pg_stop.clear()
+            self._pg_thread = threading.Thread(target=self._listen_postgres, name="calsync-pg-listen", daemon=True)
+            self._pg_thread.start()
+
+    def stop_jobs(self) -> None:
+        self._pg_stop.set()
+        self.scheduler.stop()
+        self.processor.stop()
+        if self._pg_thread is not None:
+            self._pg_thread.join(timeout=5)
+            self._pg_thread = None
+
+    def _listen_postgres(self) -> None:
+        """Wake the processor whenever another process stores a notification (PostgreSQL NOTIFY)."""
+        import psycopg
+
+        dsn = self.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._pg_stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {WAKE_CHANNEL}")
+                    while not self._pg_stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.processor.wake()
+            except Exception:
+                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                self._pg_stop.wait(2.0)
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def app(self, *, run_jobs: bool = True) -> Starlette:
+        async def healthz(request: Request) -> JSONResponse:
+            return JSONResponse({"ok": True})
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            if run_jobs:
+                self.start_jobs()
+            try:
+                yield
+            finally:
+                if run_jobs:
+                    self.stop_jobs()
+
+        routes: list[Any] = [Route("/healthz", healthz), *self.listener.routes(), *self.calendar_api.routes()]
+        return Starlette(routes=routes, lifespan=lifespan)
+
+    def close(self) -> None:
+        self.source.close()
+        self.db.dispose()

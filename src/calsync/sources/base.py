@@ -1,0 +1,99 @@
+"""The source interface: what the sync engine and the jobs need from Exchange, whatever the protocol.
+
+Words (see DESIGN.md): a *mailbox* is an operator's Exchange mailbox, named by its address; a *sync state*
+is the opaque cursor the source returns with each page of changes (EWS SyncFolderItems state, Graph
+deltaLink); reading from it returns every change since. A *subscription* asks Exchange to notify a
+callback URL about one mailbox's calendar.
+
+A backend is a small subclass of :class:`Source` (one module each: ``ews.py``, later ``graph.py``); the
+engine never imports a backend directly, it receives a ``Source``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from calsync.calendar.model import Appointment
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """One page of changes (at most the batch size), and the sync state that covers it.
+
+    ``upserts`` are created or changed items, fully read (for EWS: SyncFolderItems then GetItem);
+    ``deletes`` are ids of items that left the calendar (deleted, or moved out of the folder).
+    ``done`` is true when the source says there are no more changes after ``sync_state``.
+    """
+
+    upserts: tuple[Appointment, ...]
+    deletes: tuple[str, ...]
+    sync_state: str
+    done: bool
+    requests: int = 0  # how many requests to Exchange this page cost (for cost accounting)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    subscription_id: str
+    watermark: str | None
+
+
+@dataclass(frozen=True)
+class MailboxCheck:
+    """The answer to "is this address a mailbox the service account may use?"."""
+
+    ok: bool
+    code: str | None = None  # a catalogue code when not ok: mailbox_not_found, impersonation_denied, ...
+    message: str | None = None
+    display_name: str | None = None
+
+
+class SourceError(Exception):
+    """A failure talking to Exchange, classified.
+
+    ``kind`` is ``transient`` (worth retrying: timeouts, resets, 5xx, server busy), ``permanent``
+    (needs a person: bad credentials, no such mailbox, impersonation denied), ``sync_state_invalid``
+    (start a full sync of the window) or ``watermark_invalid`` (subscribe afresh).
+    ``code`` is a stable catalogue code; ``back_off`` the seconds Exchange asked us to wait, if it did.
+    """
+
+    def __init__(self, kind: Literal["transient", "permanent", "sync_state_invalid", "watermark_invalid"],
+                 code: str, message: str, *, back_off: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.back_off = back_off
+
+
+@dataclass
+class SourceStats:
+    requests: int = 0
+    by_operation: dict[str, int] = field(default_factory=dict)
+
+
+class Source(abc.ABC):
+    """One way of reading and watching Exchange calendars."""
+
+    name: str = "source"
+
+    @abc.abstractmethod
+    def changes(self, mailbox: str, sync_state: str | None, batch_size: int) -> Iterator[ChangePage]:
+        """Pages of changes since ``sync_state`` (None: everything, an initial sync), until one is ``done``.
+        Raises SourceError."""
+
+    @abc.abstractmethod
+    def subscribe(self, mailbox: str, callback_url: str, status_frequency: int,
+                  watermark: str | None = None) -> Subscription:
+        """Ask Exchange to push calendar changes of ``mailbox`` to ``callback_url``. Raises SourceError."""
+
+    @abc.abstractmethod
+    def check_mailbox(self, mailbox: str) -> MailboxCheck:
+        """Whether ``mailbox`` resolves to a mailbox the service account may act on. Never raises for
+        the answer "no"; raises SourceError only when Exchange cannot be asked (transient)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
