@@ -12,7 +12,7 @@ import binascii
 import struct
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from itertools import count
 from typing import Literal
 
@@ -259,10 +259,16 @@ class CalendarItem:
         return self._view(first), (self._view(last) if last is not None else None)
 
     def _view(self, occ: rec.Occurrence, apply_exception: bool = True) -> CalendarItem:
+        end = occ.end
+        if self.is_all_day:
+            # All-day occurrences are whole local days, however long a day is across a clock change.
+            tz = timezones.zone(self.start_tz)
+            days = (self.end.astimezone(tz).date() - self.start.astimezone(tz).date()).days
+            end = datetime.combine(occ.start.astimezone(tz).date() + timedelta(days=days), time(), tz).astimezone(UTC)
         view = replace(
             self,
             start=occ.start,
-            end=occ.end,
+            end=end,
             kind="Occurrence",
             index=occ.index,
             original_start=occ.original_start,
