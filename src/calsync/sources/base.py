@@ -60,8 +60,14 @@ class SourceError(Exception):
     ``code`` is a stable catalogue code; ``back_off`` the seconds Exchange asked us to wait, if it did.
     """
 
-    def __init__(self, kind: Literal["transient", "permanent", "sync_state_invalid", "watermark_invalid"],
-                 code: str, message: str, *, back_off: float | None = None) -> None:
+    def __init__(
+        self,
+        kind: Literal["transient", "permanent", "sync_state_invalid", "watermark_invalid"],
+        code: str,
+        message: str,
+        *,
+        back_off: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.code = code
@@ -86,8 +92,9 @@ class Source(abc.ABC):
         Raises SourceError."""
 
     @abc.abstractmethod
-    def subscribe(self, mailbox: str, callback_url: str, status_frequency: int,
-                  watermark: str | None = None) -> Subscription:
+    def subscribe(
+        self, mailbox: str, callback_url: str, status_frequency: int, watermark: str | None = None
+    ) -> Subscription:
         """Ask Exchange to push calendar changes of ``mailbox`` to ``callback_url``. Raises SourceError."""
 
     @abc.abstractmethod
