@@ -88,3 +88,45 @@ def account(emulator: Emulator):
     acc = ews_account(emulator, "ann@example.com")
     yield acc
     acc.protocol.close()
+
+
+# --- databases ------------------------------------------------------------------------------------
+# Tests that take `database_url` run on SQLite and on PostgreSQL. PostgreSQL comes from
+# CALSYNC_TEST_POSTGRES (default: the local server with trust auth); each test gets a schema of its own.
+
+POSTGRES_ENV = "CALSYNC_TEST_POSTGRES"
+POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_available(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'calsync.sqlite3'}"
+        return
+    base = os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT)
+    if not _postgres_available(base):
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {base} (set {POSTGRES_ENV})")
+        pytest.skip(f"PostgreSQL is not reachable at {base} (set {POSTGRES_ENV})")
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    plain = base.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in base else "?"
+    yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -55,7 +55,7 @@ def _when(value: Any, tz_id: str, name: str) -> datetime:
             raise SpecError(f"{name}: '{value}' is not an ISO 8601 date-time") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezones.zone(tz_id))
-    return parsed.astimezone(UTC)
+    return parsed.astimezone(UTC).replace(microsecond=0)  # Exchange keeps whole seconds
 
 
 def _recurrence(spec: dict[str, Any], start: datetime, tz_id: str) -> Recurrence:

@@ -226,7 +226,7 @@ def parse_datetime(value: str | None, where: str, default_tz: Any = UTC) -> date
         raise EwsError("ErrorSchemaValidation", f"{where}: '{value}' is not an xs:dateTime.") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=default_tz)
-    return parsed.astimezone(UTC)
+    return parsed.astimezone(UTC).replace(microsecond=0)  # Exchange keeps whole seconds
 
 
 def parse_date(value: str | None, where: str) -> date:
