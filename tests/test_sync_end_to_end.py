@@ -67,6 +67,10 @@ class Harness:
         self.passes: list[str] = []
         self.runtime.processor.on_pass = lambda result: self.passes.append(result.email)
 
+    def stop_jobs_only(self) -> None:
+        """Make this node a pure listener (its jobs stop; its HTTP server stays)."""
+        self.runtime.stop_jobs()
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
@@ -432,4 +436,38 @@ def test_a_crash_mid_pass_loses_and_duplicates_nothing(schema_dir: Path, databas
         assert LEASE_SECONDS > 0
     finally:
         h.stop()
+        emulator.stop()
+
+
+def test_a_notification_stored_by_one_process_wakes_the_workers_of_another(
+    schema_dir: Path, database_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL NOTIFY: the listener node has no jobs; a separate worker node syncs within moments,
+    not at its next poll (the worker's idle wait is several seconds)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("cross-process wake-ups go through PostgreSQL")
+    from calsync.jobs.process_notifications import IDLE_SECONDS
+
+    emulator = start_emulator(schema_dir, mailboxes=[ANN])
+    listener_node = Harness(emulator, database_url, tmp_path)
+    listener_node.stop_jobs_only()
+    worker_node = Runtime(listener_node.settings, threads=2)
+    worker_node.start_jobs()
+    try:
+        listener_node.enable(ANN)
+        worker_node.scheduler.poke()
+        listener_node.quiet()
+        time.sleep(IDLE_SECONDS / 2)  # let the worker fall idle
+        emulator.outlook(ANN).create({"subject": "Across processes", "start": _soon(2).isoformat()})
+        seconds = listener_node.wait_for(
+            lambda: (
+                "Across processes"
+                in [k[0] for k in listener_node.app_calendar(ANN, utcnow(), utcnow() + dt.timedelta(days=9))]
+            )
+        )
+        assert seconds < IDLE_SECONDS / 2, seconds
+    finally:
+        worker_node.stop_jobs()
+        worker_node.close()
+        listener_node.stop()
         emulator.stop()

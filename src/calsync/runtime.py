@@ -34,13 +34,19 @@ log = logging.getLogger("calsync")
 def make_source(settings: Settings) -> Source:
     from calsync.sources.ews import EwsSource
 
-    password = settings.password.get_secret_value() if settings.password else ""
+    def secret(value: Any) -> str:
+        return value.get_secret_value() if value is not None else ""
+
+    oauth = None
+    if settings.auth_type == "oauth":
+        oauth = (settings.oauth_tenant_id or "", settings.oauth_client_id or "", secret(settings.oauth_client_secret))
     return EwsSource(
         settings.exchange_url,
         settings.username or "",
-        password,
+        secret(settings.password),
         version=settings.exchange_version,
         auth_type=settings.auth_type,
+        oauth=oauth,
     )
 
 

@@ -54,7 +54,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import requests
-from exchangelib import BASIC, IMPERSONATION, NTLM, Account, Build, Configuration, Credentials, Version
+from exchangelib import (
+    BASIC,
+    IMPERSONATION,
+    NTLM,
+    OAUTH2,
+    Account,
+    Build,
+    Configuration,
+    Credentials,
+    OAuth2Credentials,
+    Version,
+)
 from exchangelib import errors as xerr
 from exchangelib.ewsdatetime import EWSTimeZone
 from exchangelib.fields import MONTHS, WEEK_NUMBERS, WEEKDAYS, FieldPath
@@ -618,11 +629,16 @@ class EwsSource(Source):
         auth_type: str = "basic",
         max_connections: int = 8,
         timeout: float = 30.0,
+        oauth: tuple[str, str, str] | None = None,
     ) -> None:
+        """``oauth`` = (tenant id, client id, client secret) for auth_type "oauth": OAuth 2 client credentials
+        (Exchange Online application impersonation); username and password are then unused."""
         if version not in BUILDS:
             raise ValueError(f"version: '{version}' is not supported; allowed: {', '.join(BUILDS)}")
-        if auth_type.lower() not in AUTH_TYPES:
-            raise ValueError(f"auth_type: '{auth_type}' is not supported; allowed: {', '.join(AUTH_TYPES)}")
+        if auth_type.lower() not in (*AUTH_TYPES, "oauth"):
+            raise ValueError(f"auth_type: '{auth_type}' is not supported; allowed: {', '.join(AUTH_TYPES)}, oauth")
+        if auth_type.lower() == "oauth" and oauth is None:
+            raise ValueError("auth_type oauth needs oauth=(tenant id, client id, client secret)")
         if max_connections < 1:
             raise ValueError(f"max_connections: must be at least 1, got {max_connections}")
         if timeout <= 0:
@@ -630,11 +646,18 @@ class EwsSource(Source):
         self.url = url
         self.username = username
         self.version = version
-        self._secrets = (password, base64.b64encode(f"{username}:{password}".encode()).decode())
+        self._secrets: tuple[str, ...] = (password, base64.b64encode(f"{username}:{password}".encode()).decode())
+        credentials: Any = Credentials(username, password)
+        exchangelib_auth = AUTH_TYPES.get(auth_type.lower())
+        if oauth is not None and auth_type.lower() == "oauth":
+            tenant_id, client_id, client_secret = oauth
+            credentials = OAuth2Credentials(client_id=client_id, client_secret=client_secret, tenant_id=tenant_id)
+            exchangelib_auth = OAUTH2
+            self._secrets = (*self._secrets, client_secret)
         self._config = Configuration(
             service_endpoint=url,
-            credentials=Credentials(username, password),
-            auth_type=AUTH_TYPES[auth_type.lower()],
+            credentials=credentials,
+            auth_type=exchangelib_auth,
             version=Version(BUILDS[version]),
             retry_policy=_FailFast(),
             max_connections=max_connections,
