@@ -176,7 +176,7 @@ def test_oversized_body_is_refused_without_parsing(emulator):
 
 def test_unknown_operation_and_bad_arguments(emulator):
     response = post(emulator, soap("<m:MakeCoffee/>"))
-    assert fault_code(response) == "ErrorInvalidRequest"
+    assert fault_code(response) == "ErrorSchemaValidation"
     sync = soap(
         "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape><m:SyncFolderId>"
         '<t:DistinguishedFolderId Id="calendar"/></m:SyncFolderId><m:MaxChangesReturned>0'

@@ -248,6 +248,23 @@ def test_initial_sync_then_every_kind_of_change(harness: Harness) -> None:
     single.delete()  # hard delete: gone from the application calendar
     weekly.move_to_trash()  # moved out of the calendar folder
     harness.assert_matches(ANN, BOB)
+    [trashed] = [i for i in bob.trash.all() if i.subject == "Weekly 1:1"]
+    trashed.move(bob.calendar)  # ... and back in
+    harness.assert_matches(ANN, BOB)
+
+    # A series that began weeks ago, edited now: past and future occurrences change alike, as in Exchange.
+    outlook = harness.emulator.outlook(ANN)
+    old = outlook.create(
+        {
+            "subject": "Old series",
+            "start": (utcnow() - dt.timedelta(days=40)).isoformat(),
+            "timezone": "Europe/Berlin",
+            "recurrence": {"pattern": "Weekly", "days": ["Tuesday"]},
+        }
+    )
+    harness.assert_matches(ANN)
+    outlook.update(old.item_id, {"subject": "Old series (renamed)", "location": "Room 1"})
+    harness.assert_matches(ANN)
 
     # the application's own view over HTTP: JSON occurrences and an iCalendar file
     start, end = utcnow(), utcnow() + dt.timedelta(days=15)

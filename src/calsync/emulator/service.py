@@ -190,7 +190,10 @@ class EwsService:
                 operation is None
                 or etree.QName(env.body).namespace != "http://schemas.microsoft.com/exchange/services/2006/messages"
             ):
-                raise SoapFault("ErrorInvalidRequest", f"The request '{name}' is not a supported EWS operation.")
+                raise SoapFault(
+                    "ErrorSchemaValidation",
+                    f"The request failed schema validation: '{name}' is not an operation this server supports.",
+                )
             with self.exchange.lock:
                 self._impersonate(req)
                 target = req.impersonated.address if req.impersonated else None

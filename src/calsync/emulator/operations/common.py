@@ -21,6 +21,7 @@ ERROR_TAIL: dict[str, tuple[tuple[str, object], ...]] = {
     "CreateItem": (("Items", None),),
     "GetItem": (("Items", None),),
     "UpdateItem": (("Items", None),),
+    "MoveItem": (("Items", None),),
     "SyncFolderItems": (("SyncState", None), ("IncludesLastItemInRange", True)),
 }
 
