@@ -155,7 +155,7 @@ def rss_mb(pid: int) -> float:
 
 def memory(mailboxes: int, appointments: int) -> dict[str, float]:
     out: dict[str, float] = {}
-    with EmulatorProcess("--account", f"{USER}:{PASSWORD}") as empty:
+    with EmulatorProcess("--account", f"{USER}:{PASSWORD}", startup_timeout=120) as empty:
         assert empty.process is not None
         out["empty_mb"] = rss_mb(empty.process.pid)
     started = time.monotonic()

@@ -8,7 +8,6 @@ plus the extra broken samples this checker found that the README does not list (
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -20,19 +19,9 @@ from lxml import etree
 
 from calsync.emulator.schema_check import MESSAGES_NS, TYPES_NS, EwsSchema, SchemaViolation
 
-REFERENCE_ENV = "CALSYNC_EWS_REFERENCE"
+from .conftest import REFERENCE_ENV, SAMPLES_DIR, SCHEMA_DIR, reference_dir
 
-
-def _reference_dir() -> Path:
-    override = os.environ.get(REFERENCE_ENV)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "ews"
-
-
-REFERENCE = _reference_dir()
-SCHEMA_DIR = REFERENCE / "schema"
-SAMPLES_DIR = REFERENCE / "samples"
+REFERENCE = reference_dir()
 MISSING_REASON = (
     f"EWS reference material not found at {REFERENCE} "
     f"(expected schema/messages.xsd and samples/; set {REFERENCE_ENV} to its location)"

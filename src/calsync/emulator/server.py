@@ -239,8 +239,11 @@ class Emulator:
 class EmulatorProcess:
     """``calsync emulator`` as a child process, driven through its control API."""
 
-    def __init__(self, *args: str, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, *args: str, host: str = "127.0.0.1", port: int | None = None, startup_timeout: float = 20.0
+    ) -> None:
         self.host = host
+        self.startup_timeout = startup_timeout
         self.port = port or _free_port(host)
         self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
@@ -253,10 +256,10 @@ class EmulatorProcess:
     def url(self) -> str:
         return self.base_url + EWS_PATH
 
-    def start(self, timeout: float = 20.0) -> EmulatorProcess:
+    def start(self, timeout: float | None = None) -> EmulatorProcess:
         cmd = [sys.executable, "-m", "calsync", "emulator", "--host", self.host, "--port", str(self.port), *self.args]
         self.process = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"calsync emulator exited with {self.process.returncode}")
