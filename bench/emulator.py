@@ -166,6 +166,7 @@ def memory(mailboxes: int, appointments: int) -> dict[str, float]:
         str(mailboxes),
         "--sample-appointments",
         str(appointments),
+        startup_timeout=900,
     ) as full:
         assert full.process is not None
         out["load_seconds"] = time.monotonic() - started
