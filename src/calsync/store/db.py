@@ -19,6 +19,7 @@ log = logging.getLogger("calsync.store")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 WAKE_CHANNEL = "calsync_wake"
+UPGRADE_LOCK = 0x63616C73796E63  # "calsync": the advisory lock schema upgrades take on PostgreSQL
 
 
 def normalise_url(url: str) -> URL:
@@ -70,10 +71,13 @@ class Database:
             session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration. Nodes starting together take turns: the first migrates,
+        the others then find the schema at head (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE)."""
         from alembic import command
 
-        with self.engine.begin() as connection:
+        with self._write_engine.begin() as connection:
+            if self.is_postgres:
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
             command.upgrade(alembic_config(connection), "head")
 
     def current_revision(self) -> str | None:

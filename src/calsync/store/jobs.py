@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .tables import JobRow, utcnow
@@ -21,12 +22,13 @@ class JobError(ValueError):
 
 
 def ensure(session: Session, defaults: dict[str, int]) -> None:
-    """Create the job rows that do not exist yet, with their default intervals."""
-    existing = set(session.scalars(select(JobRow.name)))
+    """Create the job rows that do not exist yet, with their default intervals. Safe when several nodes
+    start at once: a row another node has just created is left alone (INSERT ... ON CONFLICT DO NOTHING)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
     for name, interval in defaults.items():
-        if name not in existing:
-            session.add(JobRow(name=name, interval_seconds=interval, enabled=True, next_run_at=utcnow()))
-    session.flush()
+        insert = postgresql.insert(JobRow) if postgres else sqlite.insert(JobRow)
+        values = insert.values(name=name, interval_seconds=interval, enabled=True, next_run_at=utcnow())
+        session.execute(values.on_conflict_do_nothing(index_elements=[JobRow.name]))
 
 
 def require(session: Session, name: str) -> JobRow:
