@@ -8,7 +8,15 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .tables import AppointmentRow, MailboxWork, NotificationRow, Operator, SubscriptionRow, SyncStateRow
+from .tables import (
+    AppointmentRow,
+    IncidentRow,
+    MailboxWork,
+    NotificationRow,
+    Operator,
+    SubscriptionRow,
+    SyncStateRow,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,8 @@ class OperatorStatus:
     last_error_code: str | None
     last_error_message: str | None
     last_error_at: datetime | None
+    incident_code: str | None = None  # the open incident's catalogue code (calsync.alerts.catalogue), if any
+    incident_since: datetime | None = None  # when its failures began
 
 
 def operator_statuses(session: Session) -> list[OperatorStatus]:
@@ -35,8 +45,20 @@ def operator_statuses(session: Session) -> list[OperatorStatus]:
         .subquery()
     )
     stored = select(AppointmentRow.operator_id, func.count().label("n")).group_by(AppointmentRow.operator_id).subquery()
+    open_incident = (
+        select(IncidentRow.id)
+        .where(
+            IncidentRow.operator_id == Operator.id,
+            IncidentRow.opened_at.is_not(None),
+            IncidentRow.resolved_at.is_(None),
+        )
+        .order_by(IncidentRow.opened_at, IncidentRow.id)
+        .limit(1)
+        .correlate(Operator)
+        .scalar_subquery()
+    )
     rows = session.execute(
-        select(Operator, SubscriptionRow, SyncStateRow, MailboxWork, pending.c.n, stored.c.n)
+        select(Operator, SubscriptionRow, SyncStateRow, MailboxWork, pending.c.n, stored.c.n, open_incident)
         .outerjoin(SubscriptionRow, SubscriptionRow.operator_id == Operator.id)
         .outerjoin(SyncStateRow, SyncStateRow.operator_id == Operator.id)
         .outerjoin(MailboxWork, MailboxWork.operator_id == Operator.id)
@@ -45,7 +67,11 @@ def operator_statuses(session: Session) -> list[OperatorStatus]:
         .order_by(Operator.email)
     )
     out = []
-    for op, sub, state, work, n_pending, n_stored in rows:
+    found = list(rows)
+    incident_ids = [incident_id for *_, incident_id in found if incident_id is not None]
+    opened = {row.id: row for row in session.scalars(select(IncidentRow).where(IncidentRow.id.in_(incident_ids)))}
+    for op, sub, state, work, n_pending, n_stored, incident_id in found:
+        incident = opened.get(incident_id) if incident_id is not None else None
         out.append(
             OperatorStatus(
                 email=op.email,
@@ -60,6 +86,8 @@ def operator_statuses(session: Session) -> list[OperatorStatus]:
                 last_error_code=op.last_error_code,
                 last_error_message=op.last_error_message,
                 last_error_at=op.last_error_at,
+                incident_code=None if incident is None else incident.code,
+                incident_since=None if incident is None else incident.first_failure_at,
             )
         )
     return out

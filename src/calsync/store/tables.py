@@ -4,8 +4,8 @@ migration in ``store/migrations`` (a test checks the two agree).
 Tables: ``operators`` (the application's users and their sync flag), ``appointments`` (the application
 calendar: one row per Exchange item, series kept whole), ``sync_states`` (the per-mailbox cursor),
 ``subscriptions`` (Exchange's promise to notify us), ``notifications`` (the listener's inbox),
-``mailbox_work`` (dirty flag, lease and fencing token per mailbox) and ``jobs`` (schedule and state of
-the two jobs, changeable at run time).
+``mailbox_work`` (dirty flag, lease and fencing token per mailbox), ``jobs`` (schedule and state of
+the two jobs, changeable at run time) and ``incidents`` (failure streaks and the e-mails sent about them).
 
 Two-way sync (a later step) fits in: appointments carry ``origin`` and ``app_version``/``pushed_version``,
 so application-made changes can be queued for writing to Exchange without a new table shape.
@@ -190,3 +190,30 @@ class JobRow(Base):
     last_outcome: Mapped[str | None] = mapped_column(Text)
     last_duration_ms: Mapped[int | None] = mapped_column(Integer)
     runs: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IncidentRow(Base):
+    """One streak of failures of one operator (see ``calsync.alerts.tracker``).
+
+    While ``opened_at`` is unset the operator is only *failing* (transient failures, retried quietly);
+    ``opened_at`` is when the streak became an *incident* (it lasted StatusFrequency minutes, or a failure was
+    permanent). ``notified_at`` / ``recovery_notified_at``: when the failure e-mail / the recovery notice went
+    out (set by the node that sends it; claimed before sending, so several nodes never send it twice).
+    """
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index("ix_incidents_operator_open", "operator_id", "resolved_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(64))  # a catalogue code (calsync.alerts.catalogue)
+    kind: Mapped[str] = mapped_column(String(16))  # transient | permanent
+    origin: Mapped[str] = mapped_column(String(16))  # what failed last: sync (a pass) | subscribe | listener
+    message: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime | None] = mapped_column()
+    first_failure_at: Mapped[datetime] = mapped_column()
+    last_failure_at: Mapped[datetime] = mapped_column()
+    failures: Mapped[int] = mapped_column(Integer, default=1)
+    notified_at: Mapped[datetime | None] = mapped_column()
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    recovery_notified_at: Mapped[datetime | None] = mapped_column()

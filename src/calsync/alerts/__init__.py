@@ -1,0 +1,12 @@
+"""Telling a person when calendar sync fails, and when it works again.
+
+``catalogue``: the stable failure codes with the text a person sees, the likely cause and the fix.
+``tracker``: the failure policy (quiet retries, incidents, slower retries during one, one e-mail per incident,
+storm summaries). ``mailer``: the e-mail texts and SMTP sending.
+"""
+
+from .catalogue import CATALOGUE, Entry, entry
+from .mailer import Mail, Mailer, MailError
+from .tracker import FailureOutcome, FailureTracker
+
+__all__ = ["CATALOGUE", "Entry", "FailureOutcome", "FailureTracker", "Mail", "MailError", "Mailer", "entry"]
