@@ -24,12 +24,27 @@ Settings: ``name`` / classic name: allowed values; default. Secrets are marked (
     default ``http://127.0.0.1:8080``. The service appends ``/ews/notifications/<listener_secret>``.
 ``listener_secret`` (secret)
     16..128 characters of A-Z a-z 0-9 _ -; default unset (``calsync init`` generates one and stores it).
+``listener_previous_secret`` (secret)
+    the secret before a rotation, same rule as ``listener_secret``; default unset. The listener accepts it as well
+    as ``listener_secret`` until ``listener_previous_secret_until``.
+``listener_previous_secret_until``
+    an ISO 8601 date and time with a zone (``2026-07-01T12:00:00Z``, ``2026-07-01T14:00:00+02:00``; a TOML
+    offset date-time works too), kept in UTC; default unset: the previous secret works as long as it is set.
+``listener_allowed_networks``
+    networks in CIDR notation separated by ``;`` (a TOML list is accepted too), IPv4 or IPv6; a bare address is
+    one host (``/32``, ``/128``); kept as a tuple of normalised networks; default none (every address may post).
+``listener_trust_forwarded_for``
+    true or false; default false. When true, the client address is the last ``X-Forwarded-For`` entry (the
+    address the reverse proxy in front of calsync saw), not the socket peer.
 ``status_frequency`` / StatusFrequencyForEWSNotifications
     1..1440 minutes between heartbeats of an idle subscription; default 30.
 ``failure_recipients`` / NotifySyncFailureTo
     e-mail addresses separated by ``;`` (a TOML list is accepted too), kept as a tuple; default none (nobody).
 ``past_window_days`` / PastWindowDays
     0..3650 days of past appointments kept (the classic IsSkipAppointment rule); default 180.
+``reconcile_interval_hours``
+    0..720 hours; default 6. A mailbox without a sync pass for this long gets one anyway (the safety net
+    that catches what slipped past every notification); 0 turns it off.
 ``process_notifications_interval_seconds`` / ProcessEWSPushNotifications
     1..86400 seconds; default 60.
 ``manage_subscriptions_interval_seconds`` / ManagePushSubscriptionsForCalendarSync
@@ -83,6 +98,19 @@ Decisions worth knowing:
 * The job intervals are initial values only: at run time the job table in the database wins.
 * The ``listener_secret`` is the last path segment of the callback URL (``/ews/notifications/<secret>``); use
   :func:`listener_callback_url` to build it and :func:`new_listener_secret` to make one.
+* Rotating the secret: set ``listener_previous_secret`` to the old value, ``listener_secret`` to the new one and
+  ``listener_previous_secret_until`` to the end of the grace period (at least one run of the subscription job plus
+  a StatusFrequency later). Subscriptions created with the old callback URL keep delivering meanwhile, and the
+  subscription job re-subscribes every mailbox whose stored callback URL is not the current one.
+  :func:`listener_secrets` is what the listener accepts at a given moment. A ``listener_previous_secret_until``
+  without a zone is refused rather than guessed (local time or UTC?); a date without a time is refused too.
+* ``listener_allowed_networks`` only guards the push listener (``/ews/notifications/...``), not the calendar API.
+  An entry with host bits set (``10.1.2.3/8``) is refused with the network it probably meant, not silently
+  widened. ``listener_trust_forwarded_for`` is only safe when the listener cannot be reached except through one
+  reverse proxy that sets or appends to the header: anybody who can reach the listener directly writes the header
+  and so chooses the address the allow-list and the per-address limit of refused requests see. The *last* entry is
+  used, not the first: the first is whatever the client wrote when the proxy appends (nginx
+  ``$proxy_add_x_forwarded_for``, HAProxy, most load balancers). See ``calsync.listener.app`` for the details.
 * Environment variables are read by our own source rather than pydantic-settings' ``EnvSettingsSource``: that one
   drops the prefix for any field with an alias (so ``CALSYNC_`` names and classic names cannot both work),
   JSON-decodes tuple fields (``a@x;b@y`` would fail) and cannot report unknown variables. The TOML source is
@@ -106,6 +134,7 @@ import typing
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -128,6 +157,7 @@ __all__ = [
     "effective_settings",
     "is_email_address",
     "listener_callback_url",
+    "listener_secrets",
     "load_settings",
     "new_listener_secret",
     "setting_label",
@@ -137,7 +167,7 @@ ENV_PREFIX = "CALSYNC_"
 CONFIG_ENV = "CALSYNC_CONFIG"
 DEFAULT_CONFIG_FILE = Path("calsync.toml")
 #: ``CALSYNC_*`` environment variables that are not settings but are used by other parts of calsync.
-IGNORED_ENV = frozenset({CONFIG_ENV, "CALSYNC_EWS_REFERENCE"})
+IGNORED_ENV = frozenset({CONFIG_ENV, "CALSYNC_EWS_REFERENCE", "CALSYNC_TEST_POSTGRES"})
 MASK = "********"
 LISTENER_PATH = "/ews/notifications/"
 
@@ -295,12 +325,19 @@ _INT_FIELDS = (
     "batch_size",
     "status_frequency",
     "past_window_days",
+    "reconcile_interval_hours",
     "process_notifications_interval_seconds",
     "manage_subscriptions_interval_seconds",
     "smtp_port",
 )
 _OPTIONAL_TEXT_FIELDS = ("smtp_host", "smtp_username", "username", "oauth_tenant_id", "oauth_client_id")
-_SECRET_TEXT_FIELDS = ("listener_secret", "password", "oauth_client_secret", "smtp_password")
+_SECRET_TEXT_FIELDS = (
+    "listener_secret",
+    "listener_previous_secret",
+    "password",
+    "oauth_client_secret",
+    "smtp_password",
+)
 
 
 class Settings(BaseSettings):
@@ -332,6 +369,20 @@ class Settings(BaseSettings):
         ),
     ] = "http://127.0.0.1:8080"
     listener_secret: Annotated[SecretStr | None, _Rule("16..128 characters of A-Z a-z 0-9 _ -")] = None
+    listener_previous_secret: Annotated[
+        SecretStr | None, _Rule("16..128 characters of A-Z a-z 0-9 _ -, or unset (the secret before a rotation)")
+    ] = None
+    listener_previous_secret_until: Annotated[
+        datetime | None,
+        _Rule(
+            "an ISO 8601 date and time with a zone, e.g. 2026-07-01T12:00:00Z or 2026-07-01T14:00:00+02:00, or unset"
+        ),
+    ] = None
+    listener_allowed_networks: Annotated[
+        tuple[str, ...],
+        _Rule("networks in CIDR notation separated by ';' (or a list), e.g. 10.0.0.0/8; 2001:db8::/32, or none (all)"),
+    ] = ()
+    listener_trust_forwarded_for: Annotated[bool, _Rule("true or false")] = False
     status_frequency: Annotated[
         int, Field(ge=1, le=1440), _Rule("1..1440 (minutes)", "StatusFrequencyForEWSNotifications")
     ] = 30
@@ -339,6 +390,7 @@ class Settings(BaseSettings):
         tuple[str, ...], _Rule("e-mail addresses separated by ';' (or a list), or none", "NotifySyncFailureTo")
     ] = ()
     past_window_days: Annotated[int, Field(ge=0, le=3650), _Rule("0..3650 (days)", "PastWindowDays")] = 180
+    reconcile_interval_hours: Annotated[int, Field(ge=0, le=720), _Rule("0..720 (hours; 0 turns it off)")] = 6
     process_notifications_interval_seconds: Annotated[
         int, Field(ge=1, le=86400), _Rule("1..86400 (seconds)", "ProcessEWSPushNotifications")
     ] = 60
@@ -437,7 +489,7 @@ class Settings(BaseSettings):
     def _listener_url(cls, value: object) -> str:
         return _check_http_url(value, base_only=True)
 
-    @field_validator("listener_secret")
+    @field_validator("listener_secret", "listener_previous_secret")
     @classmethod
     def _listener_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not _SECRET_SEGMENT_RE.fullmatch(value.get_secret_value()):
@@ -465,6 +517,62 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(", ".join(_quote(b) for b in bad) + " are not valid e-mail addresses")
         return tuple(addresses)
+
+    @field_validator("listener_previous_secret_until", mode="before")
+    @classmethod
+    def _listener_previous_secret_until(cls, value: object) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, date):
+            raise ValueError(f"{value.isoformat()!r} is a date without a time")
+        else:
+            text = _text(value)
+            if not text:
+                return None
+            if "T" not in text.upper() and " " not in text:
+                raise ValueError(f"{_quote(text)} is a date without a time")
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"{_quote(text)} is not an ISO 8601 date and time") from None
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise ValueError(f"{_quote(moment.isoformat())} has no time zone (add Z for UTC, or an offset like +02:00)")
+        return moment.astimezone(UTC)
+
+    @field_validator("listener_allowed_networks", mode="before")
+    @classmethod
+    def _listener_allowed_networks(cls, value: object) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            items: list[object] = [value]
+        elif isinstance(value, list | tuple):
+            items = list(value)
+        else:
+            raise ValueError(f"{_quote(value)} is not text or a list of networks")
+        networks: list[str] = []
+        bad: list[str] = []
+        for item in items:
+            for entry in (part.strip() for part in _text(item).split(";")):
+                if not entry:
+                    continue
+                try:
+                    network = str(ipaddress.ip_network(entry, strict=True))
+                except ValueError:
+                    try:
+                        meant = ipaddress.ip_network(entry, strict=False)
+                    except ValueError:
+                        bad.append(f"{_quote(entry)} is not a network in CIDR notation")
+                    else:
+                        bad.append(f"{_quote(entry)} has host bits set (did you mean {meant}?)")
+                    continue
+                if network not in networks:
+                    networks.append(network)
+        if bad:
+            raise ValueError(", ".join(bad))
+        return tuple(networks)
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -699,6 +807,8 @@ def _describe(error: Mapping[str, Any], *, secret: bool) -> str:
         return f"{_quote(value)} is not one of the allowed values"
     if kind in ("string_type", "str_type"):
         return f"{_quote(value)} is not text"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{_quote(value)} is not true or false"
     return f"{_quote(value)}: {error['msg']}"
 
 
@@ -757,6 +867,19 @@ def listener_callback_url(settings: Settings) -> str:
     if settings.listener_secret is None:
         raise SettingsError([_problem("listener_secret", "not set (`calsync init` generates one)")])
     return settings.listener_url.rstrip("/") + LISTENER_PATH + settings.listener_secret.get_secret_value()
+
+
+def listener_secrets(settings: Settings, now: datetime | None = None) -> list[str]:
+    """The secrets the listener accepts at ``now`` (default: now): ``listener_secret`` and, until
+    ``listener_previous_secret_until`` (for ever when that is unset), ``listener_previous_secret``."""
+    accepted: list[str] = []
+    if settings.listener_secret is not None:
+        accepted.append(settings.listener_secret.get_secret_value())
+    previous, until = settings.listener_previous_secret, settings.listener_previous_secret_until
+    in_grace = until is None or (now or datetime.now(UTC)) < until
+    if previous is not None and in_grace and previous.get_secret_value() not in accepted:
+        accepted.append(previous.get_secret_value())
+    return accepted
 
 
 def new_listener_secret() -> str:
