@@ -5,7 +5,6 @@ calendar equals the emulator's truth, whatever happened to the notifications on 
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import threading
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from exchangelib import Attendee, CalendarItem, EWSDateTime, EWSTimeZone, Mailbo
 from exchangelib.recurrence import DailyPattern, Recurrence, WeeklyPattern
 
 from calsync.emulator import Emulator
+from calsync.emulator.server import bound_socket
 from calsync.jobs.manage_subscriptions import manage
 from calsync.runtime import Runtime
 from calsync.settings import listener_callback_url, load_settings
@@ -42,8 +42,7 @@ def utcnow() -> dt.datetime:
 class Harness:
     def __init__(self, emulator: Emulator, database_url: str, tmp_path: Path, **settings: Any) -> None:
         self.emulator = emulator
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = bound_socket("127.0.0.1", 0)
         port = self.sock.getsockname()[1]
         self.settings = load_settings(
             database_url=database_url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from datetime import datetime
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -39,7 +41,7 @@ def main_callback(ctx: typer.Context, config: ConfigOption = None) -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")  # messages quote user input: never read it as markup
     return typer.Exit(2)
 
 
@@ -51,7 +53,7 @@ def _settings(ctx: typer.Context, *, require_credentials: bool = False, **overri
     except SettingsError as exc:
         console.print("[red]The settings are not valid:[/red]")
         for problem in exc.problems:
-            console.print(f"  - {problem}")
+            console.print(f"  - {escape(problem)}")
         raise typer.Exit(2) from None
 
 
@@ -87,7 +89,7 @@ def init(
 
     path: Path = (ctx.obj or {}).get("config") or Path("calsync.toml")
     if path.exists() and not force:
-        console.print(f"{path} exists; keeping it (use --force to overwrite)")
+        console.print(f"{escape(str(path))} exists; keeping it (use --force to overwrite)")
     else:
         lines = [
             "# calsync settings: see docs/settings.md. Environment variables CALSYNC_<NAME> override these.",
@@ -101,12 +103,17 @@ def init(
         ]
         if database_url:
             lines.append(f'database_url = "{database_url}"')
-        path.write_text("\n".join(lines) + "\n")
-        path.chmod(0o600)
-        console.print(f"wrote {path}")
+        try:  # created 0600, never readable by others, not even for a moment (it holds the listener secret)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # an existing file (--force) keeps its mode through O_CREAT
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write("\n".join(lines) + "\n")
+        except OSError as exc:
+            raise _fail(f"cannot write the settings file {path}: {exc.strerror}") from None
+        console.print(f"wrote {escape(str(path))}")
     settings = _settings(ctx)
     _prepare(settings)
-    console.print(f"database ready: {settings.database_url.split('@')[-1]}")
+    console.print(f"database ready: {escape(settings.database_url.split('@')[-1])}")
 
 
 def _prepare(settings: Any) -> None:
@@ -142,15 +149,15 @@ def config_check(ctx: typer.Context) -> None:
     from calsync.settings import effective_settings, setting_label
 
     settings = _settings(ctx)
-    table = Table(title=f"calsync settings ({settings.config_file or 'no settings file'})")
+    table = Table(title=escape(f"calsync settings ({settings.config_file or 'no settings file'})"))
     table.add_column("setting")
     table.add_column("value")
     for name, value in effective_settings(settings).items():
-        table.add_row(setting_label(name), "-" if value is None else str(value))
+        table.add_row(setting_label(name), "-" if value is None else escape(str(value)))
     out.print(table)
     missing = settings.missing_credentials()
     if missing:
-        console.print("[yellow]Exchange credentials incomplete:[/yellow] " + "; ".join(missing))
+        console.print("[yellow]Exchange credentials incomplete:[/yellow] " + escape("; ".join(missing)))
         raise typer.Exit(2)
 
 
@@ -177,10 +184,16 @@ def serve(
     runtime = Runtime(settings, threads=threads)
     runtime.prepare()
     console.print(
-        f"calsync listening on http://{host}:{port} (push callbacks: {settings.listener_url}"
-        "/ews/notifications/<secret>)"
+        escape(
+            f"calsync listening on http://{host}:{port} (push callbacks: {settings.listener_url}"
+            "/ews/notifications/<secret>)"
+        )
     )
-    uvicorn.run(runtime.app(run_jobs=jobs), host=host, port=port, log_level="warning", access_log=False)
+    # proxy_headers off: the listener decides itself whether to trust X-Forwarded-For
+    # (listener_trust_forwarded_for); uvicorn would otherwise take it from any local client.
+    uvicorn.run(
+        runtime.app(run_jobs=jobs), host=host, port=port, log_level="warning", access_log=False, proxy_headers=False
+    )
 
 
 @app.command()
@@ -192,6 +205,11 @@ def worker(
     from calsync.runtime import Runtime
 
     settings = _settings(ctx, require_credentials=True)
+    if settings.listener_secret is None:
+        raise _fail(
+            "listener_secret is not set: run `calsync init` (or set CALSYNC_LISTENER_SECRET); workers "
+            "subscribe operators to the listener's URL, which carries it"
+        )
     _logging(settings.log_level)
     runtime = Runtime(settings, threads=threads)
     runtime.prepare()
@@ -216,7 +234,6 @@ def sync(
     """Run a sync pass for one operator now, in this process, with a progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from calsync.engine.sync import restart_full
     from calsync.jobs.process_notifications import LEASE_SECONDS, NotificationProcessor, ProcessorSettings
     from calsync.runtime import make_source
     from calsync.store import operators, work
@@ -229,14 +246,12 @@ def sync(
             operator = operators.require(session, email)
             if not operator.sync_enabled:
                 raise _fail(f"sync is disabled for {operator.email}: `calsync operators enable {operator.email}`")
-            work.mark_dirty(session, operator.id, full_sync=full)
+            work.mark_dirty(session, operator.id, full_sync=full)  # a full claim starts from no sync state
             claim = work.claim(session, "cli", LEASE_SECONDS, operator_id=operator.id)
+            if claim is None:  # raising here rolls the transaction back: nothing changes
+                raise _fail(f"a sync pass for {email} is running elsewhere; try again when it ends")
     except OperatorError as exc:
         raise _fail(str(exc)) from None
-    if claim is None:
-        raise _fail(f"a sync pass for {email} is running elsewhere; try again when it ends")
-    if full:
-        restart_full(db, claim)
     processor = NotificationProcessor(
         db, make_source(settings), lambda: ProcessorSettings(settings.batch_size, settings.past_window_days)
     )
@@ -261,7 +276,7 @@ def sync(
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """Per operator: subscribed?, last heartbeat, last sync, pending notifications, last error."""
+    """Per operator: subscribed?, last heartbeat, last sync, pending notifications, last error, open incident."""
     from calsync.store.status import operator_statuses
 
     settings = _settings(ctx)
@@ -278,10 +293,11 @@ def status(ctx: typer.Context) -> None:
         "pending",
         "appointments",
         "last error",
+        "incident",
     ):
         table.add_column(column)
     for r in rows:
-        error = "-" if r.last_error_code is None else f"{r.last_error_code}: {r.last_error_message}"
+        error = "-" if r.last_error_code is None else escape(f"{r.last_error_code}: {r.last_error_message}")
         table.add_row(
             r.email,
             "on" if r.enabled else "off",
@@ -291,6 +307,7 @@ def status(ctx: typer.Context) -> None:
             str(r.pending_notifications) + (" (pass due)" if r.dirty else ""),
             str(r.appointments),
             error,
+            "-" if r.incident_code is None else f"{r.incident_code} (failing since {_when(r.incident_since)})",
         )
     out.print(table)
 
@@ -351,7 +368,8 @@ def operators_list(
     for column in ("e-mail", "name", "sync", "last sync"):
         table.add_column(column)
     for op in rows:
-        table.add_row(op.email, op.display_name or "-", "on" if op.sync_enabled else "off", _when(op.last_sync_at))
+        name = escape(op.display_name) if op.display_name else "-"
+        table.add_row(op.email, name, "on" if op.sync_enabled else "off", _when(op.last_sync_at))
     out.print(table)
 
 
@@ -419,7 +437,7 @@ def jobs_list(ctx: typer.Context) -> None:
             "yes" if row.enabled else "no",
             f"{row.interval_seconds} s",
             _when(row.last_run_at),
-            row.last_outcome or "-",
+            escape(row.last_outcome or "-"),
             "now (requested)" if row.run_requested else _when(row.next_run_at),
         )
     out.print(table)
@@ -535,13 +553,20 @@ def emulator(
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     if sample_appointments:
+        import gc
+
         from rich.progress import Progress
 
+        # Millions of long-lived objects: collecting garbage while they are made only costs time, and
+        # freezing them afterwards keeps later collections from walking them again.
+        gc.disable()
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("filling calendars", total=len(boxes))
             for mbx in boxes:
                 populate(exchange, mbx, sample_appointments, seed=seed, colleagues=boxes[:20])
                 progress.advance(task)
+        gc.enable()
+        gc.freeze()
     if strict_schema_dir is not None and not (strict_schema_dir / "messages.xsd").is_file():
         raise _fail(f"--strict-schema-dir '{strict_schema_dir}' holds no messages.xsd")
     app_, _ = build_app(exchange, check=_schema_checker(exchange, strict_schema_dir))

@@ -9,7 +9,6 @@ checking every calendar against Exchange's truth.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from calsync.emulator import Emulator
+from calsync.emulator.server import bound_socket
 from calsync.runtime import Runtime
 from calsync.settings import listener_callback_url, load_settings, new_listener_secret
 from calsync.store import jobs as job_store
@@ -43,9 +43,7 @@ class Demo:
             self.emulator.add_mailbox(address, populate_count=APPOINTMENTS_EACH, seed=2026)
         self.emulator.add_mailbox("dan@example.com")
         self.emulator.start()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
+        self.sock = bound_socket("127.0.0.1", port)
         self.port = self.sock.getsockname()[1]
         for suffix in ("", "-wal", "-shm"):
             Path(f"{database}{suffix}").unlink(missing_ok=True)

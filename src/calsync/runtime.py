@@ -3,6 +3,10 @@
 ``calsync serve`` runs everything in one process (the embedded default); ``calsync worker`` runs only the
 jobs. Across processes, a notification stored by one process wakes the processors of the others through
 PostgreSQL LISTEN/NOTIFY; within a process the listener wakes the processor directly.
+
+Every runtime has a failure tracker (``calsync.alerts``): the processor and ManagePushSubscriptions report
+failures and successes to it, and its dispatcher thread sends the failure e-mails and recovery notices
+(every node runs one; the database keeps each e-mail single).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from calsync.alerts.mailer import Mailer
+from calsync.alerts.tracker import FailureTracker
 from calsync.api.calendar import CalendarApi
 from calsync.jobs.manage_subscriptions import manage
 from calsync.jobs.process_notifications import NotificationProcessor, ProcessorSettings
 from calsync.jobs.scheduler import Scheduler
 from calsync.listener.app import Listener
-from calsync.settings import Settings, listener_callback_url
+from calsync.settings import Settings, listener_callback_url, listener_secrets
 from calsync.sources.base import Source
 from calsync.store import jobs as job_store
 from calsync.store.db import WAKE_CHANNEL, Database
@@ -50,21 +56,56 @@ def make_source(settings: Settings) -> Source:
     )
 
 
+def secrets_of(settings: Settings) -> list[str]:
+    """Every secret in the settings, to be kept out of e-mails and stored messages."""
+    names = ("password", "oauth_client_secret", "smtp_password", "listener_secret", "listener_previous_secret")
+    values = [getattr(settings, name, None) for name in names]
+    return [value.get_secret_value() for value in values if value is not None]
+
+
+def make_tracker(settings: Settings, db: Database) -> FailureTracker:
+    return FailureTracker(
+        db,
+        Mailer.from_settings(settings),
+        status_frequency=lambda: settings.status_frequency,
+        secrets=secrets_of(settings),
+    )
+
+
 class Runtime:
     def __init__(
-        self, settings: Settings, *, source: Source | None = None, threads: int = 4, db: Database | None = None
+        self,
+        settings: Settings,
+        *,
+        source: Source | None = None,
+        threads: int = 4,
+        db: Database | None = None,
+        tracker: FailureTracker | None = None,
     ) -> None:
         self.settings = settings
         self.db = db or Database(settings.database_url)
         self.source = source or make_source(settings)
+        self.tracker = tracker or make_tracker(settings, self.db)
         self.processor = NotificationProcessor(
             self.db,
             self.source,
             lambda: ProcessorSettings(self.settings.batch_size, self.settings.past_window_days),
             threads=threads,
+            tracker=self.tracker,
         )
-        self.scheduler = Scheduler(self.db, wake_processor=self.processor.wake, manage=self.manage_subscriptions)
-        self.listener = Listener(self.db, self._secrets, on_dirty=self.processor.wake)
+        self.scheduler = Scheduler(
+            self.db,
+            wake_processor=self.processor.wake,
+            manage=self.manage_subscriptions,
+            reconcile_hours=lambda: self.settings.reconcile_interval_hours,
+        )
+        self.listener = Listener(
+            self.db,
+            self._secrets,
+            on_dirty=self.processor.wake,
+            allowed_networks=settings.listener_allowed_networks,
+            trust_forwarded_for=settings.listener_trust_forwarded_for,
+        )
         self.calendar_api = CalendarApi(self.db)
         self._pg_thread: threading.Thread | None = None
         self._pg_stop = threading.Event()
@@ -84,8 +125,7 @@ class Runtime:
             )
 
     def _secrets(self) -> list[str]:
-        secret = self.settings.listener_secret
-        return [secret.get_secret_value()] if secret is not None else []
+        return listener_secrets(self.settings)  # the current secret; during a rotation's grace also the previous one
 
     def manage_subscriptions(self) -> str:
         result = manage(
@@ -93,6 +133,7 @@ class Runtime:
             self.source,
             callback_url=listener_callback_url(self.settings),
             status_frequency=self.settings.status_frequency,
+            tracker=self.tracker,
         )
         return result.summary()
 
@@ -101,6 +142,7 @@ class Runtime:
     def start_jobs(self) -> None:
         self.processor.start()
         self.scheduler.start()
+        self.tracker.start()
         if self.db.is_postgres:
             self._pg_stop.clear()
             self._pg_thread = threading.Thread(target=self._listen_postgres, name="calsync-pg-listen", daemon=True)
@@ -110,6 +152,7 @@ class Runtime:
         self._pg_stop.set()
         self.scheduler.stop()
         self.processor.stop()
+        self.tracker.stop()
         if self._pg_thread is not None:
             self._pg_thread.join(timeout=5)
             self._pg_thread = None

@@ -2,19 +2,33 @@
 listener; disabled operators' subscriptions are dropped (the listener then answers Exchange's next push
 with Unsubscribe); a subscription silent for twice its StatusFrequency is recreated and its mailbox marked
 for a catch-up pass (invariant 6). A newly subscribed operator gets its initial sync the same way.
+
+With a :class:`~calsync.alerts.tracker.FailureTracker`: a failed subscribe is a failure of the operator
+(``mailbox_not_found``, ``credentials_rejected``, ... are permanent: reported at once) and a successful one
+ends a streak whose latest failure was a subscribe; a subscription recreated because it fell silent is a
+failure with code ``listener_unreachable`` (Exchange could not reach the listener), which only a push heard on
+the new subscription (heartbeat or event, seen at a later run) ends. Operators whose sync is switched off have
+their streaks closed quietly.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from calsync.sources.base import Source, SourceError
 from calsync.store import operators, subscriptions, work
 from calsync.store.db import Database
 from calsync.store.tables import utcnow
 
+if TYPE_CHECKING:
+    from calsync.alerts.tracker import FailureTracker
+
 log = logging.getLogger("calsync.jobs.subscriptions")
+
+LISTENER_UNREACHABLE = "listener_unreachable"  # the catalogue code (calsync.alerts.catalogue)
 
 
 @dataclass
@@ -31,7 +45,14 @@ class ManageResult:
         )
 
 
-def manage(db: Database, source: Source, *, callback_url: str, status_frequency: int) -> ManageResult:
+def manage(
+    db: Database,
+    source: Source,
+    *,
+    callback_url: str,
+    status_frequency: int,
+    tracker: FailureTracker | None = None,
+) -> ManageResult:
     result = ManageResult()
     now = utcnow()
     with db.read() as session:
@@ -40,19 +61,33 @@ def manage(db: Database, source: Source, *, callback_url: str, status_frequency:
                 op.id,
                 op.email,
                 op.sync_enabled,
-                None if sub is None else (sub.callback_url, sub.status_frequency, subscriptions.is_silent(sub, now)),
+                None
+                if sub is None
+                else (
+                    sub.callback_url,
+                    sub.status_frequency,
+                    subscriptions.is_silent(sub, now),
+                    sub.last_heard_at > sub.created_at,  # Exchange reached us since it was created
+                ),
             )
             for op, sub in subscriptions.with_operators(session)
         ]
+    streaks = _open_streaks(tracker)
     for operator_id, email, enabled, sub in pairs:
+        codes = streaks.get(operator_id, [])
         if not enabled:
             if sub is not None:
                 with db.transaction() as session:
                     subscriptions.drop(session, operator_id)
                 result.dropped.append(email)
+            if codes and tracker is not None:
+                _tracked(tracker.close_quietly, operator_id)
             continue
+        silent, frequency = False, status_frequency
         if sub is not None:
-            url, frequency, silent = sub
+            url, frequency, silent, heard = sub
+            if heard and not silent and LISTENER_UNREACHABLE in codes and tracker is not None:
+                _tracked(tracker.record_success, operator_id, origin="listener")  # pushes arrive again
             if not silent and url == callback_url and frequency == status_frequency:
                 continue
         try:
@@ -62,7 +97,19 @@ def manage(db: Database, source: Source, *, callback_url: str, status_frequency:
             result.failed[email] = exc.code
             with db.transaction() as session:
                 operators.record_error(session, operator_id, exc.code, exc.message)
+            if tracker is not None:
+                _tracked(tracker.record_failure, operator_id, exc, origin="subscribe")
             continue
+        if tracker is not None:
+            if any(code != LISTENER_UNREACHABLE for code in codes):
+                _tracked(tracker.record_success, operator_id, origin="subscribe")  # Exchange answers again
+            if silent:
+                message = (
+                    f"The subscription for {email} was silent for more than {2 * frequency} minutes "
+                    "(twice StatusFrequency): Exchange's pushes did not reach the listener, so it was recreated."
+                )
+                error = SourceError("transient", LISTENER_UNREACHABLE, message)
+                _tracked(tracker.record_failure, operator_id, error, origin="listener")
         with db.transaction() as session:
             subscriptions.save(
                 session, operator_id, created.subscription_id, created.watermark, status_frequency, callback_url
@@ -72,3 +119,21 @@ def manage(db: Database, source: Source, *, callback_url: str, status_frequency:
         (result.subscribed if sub is None else result.recreated).append(email)
         log.info("subscribed", extra={"mailbox": email, "recreated": sub is not None})
     return result
+
+
+def _open_streaks(tracker: FailureTracker | None) -> dict[int, list[str]]:
+    if tracker is None:
+        return {}
+    try:
+        return tracker.open_streaks()
+    except Exception:
+        log.exception("could not read the open failure streaks")
+        return {}
+
+
+def _tracked(call: Callable[..., object], *args: object, **kwargs: object) -> None:
+    """Tell the failure tracker; a tracker hiccup must not stop managing the other subscriptions."""
+    try:
+        call(*args, **kwargs)
+    except Exception:
+        log.exception("could not record a subscription outcome")

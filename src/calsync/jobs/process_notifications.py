@@ -4,17 +4,26 @@ It wakes the moment a notification is stored (:meth:`NotificationProcessor.wake`
 same process, or from a PostgreSQL NOTIFY across processes); its scheduled interval is only the safety net.
 Several worker threads run passes for different mailboxes at once; the database lease makes sure no two
 workers, in this process or any other, run the same mailbox.
+
+Failures: a pass that fails gives the mailbox back with a retry time. Transient failures are retried with
+exponential back-off and jitter (2, 4, 8 ... seconds, at most 60 s, never sooner than Exchange's
+BackOffMilliseconds); permanent ones after 5 minutes; an expired sync state starts a full re-sync at once.
+With a :class:`~calsync.alerts.tracker.FailureTracker` (``calsync serve`` and ``worker`` always have one),
+every failure and success is recorded there: once the operator's failure is an incident (it lasted
+StatusFrequency minutes, or it is permanent) the tracker's slower pace applies instead (5 minutes by default).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from calsync.engine.sync import PassResult, Progress, restart_full, run_pass
 from calsync.sources.base import Source, SourceError
@@ -24,11 +33,24 @@ from calsync.store.db import Database
 from calsync.store.tables import utcnow
 from calsync.store.work import LeaseLost
 
+if TYPE_CHECKING:
+    from calsync.alerts.tracker import FailureTracker
+
 log = logging.getLogger("calsync.jobs.process")
 
 LEASE_SECONDS = 120.0
 IDLE_SECONDS = 5.0
 PERMANENT_RETRY = timedelta(minutes=5)
+MAX_BACK_OFF = 60.0
+
+
+def back_off(attempts: int, asked: float | None = None, *, jitter: float | None = None) -> timedelta:
+    """The wait before retrying a transient failure after ``attempts`` failed passes in a row: exponential
+    (1, 2, 4 ... s) capped at 60 s, with "equal jitter" (half fixed, half random, so mailboxes that failed
+    together do not retry together), and never less than what Exchange asked for (``asked`` seconds)."""
+    base = min(MAX_BACK_OFF, 2.0 ** min(attempts, 6))
+    spread = random.random() if jitter is None else jitter
+    return timedelta(seconds=max(asked or 0.0, base / 2 + base / 2 * spread))
 
 
 @dataclass
@@ -47,6 +69,7 @@ class NotificationProcessor:
         threads: int = 4,
         owner: str | None = None,
         on_pass: Callable[[PassResult], None] | None = None,
+        tracker: FailureTracker | None = None,
     ) -> None:
         self.db = db
         self.source = source
@@ -54,6 +77,7 @@ class NotificationProcessor:
         self.threads = threads
         self.owner = owner or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self.on_pass = on_pass
+        self.tracker = tracker
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -82,7 +106,12 @@ class NotificationProcessor:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if not self.run_available():
+            try:
+                ran = self.run_available()
+            except Exception:  # the database went away, for example: keep the worker alive and try again
+                log.exception("processor loop failed; retrying")
+                ran = False
+            if not ran:
                 # Idle: a notification or the scheduler wakes us; the timeout only catches retries coming due.
                 self._wake.wait(timeout=IDLE_SECONDS)
                 self._wake.clear()
@@ -126,6 +155,11 @@ class NotificationProcessor:
             self._failed(claim, SourceError("transient", "internal_error", f"{type(exc).__name__}: {exc}"))
             return None
         self.passes += 1
+        if self.tracker is not None:
+            try:
+                self.tracker.record_success(claim.operator_id)
+            except Exception:  # the pass is committed; a tracker hiccup must not turn it into a failure
+                log.exception("could not record the successful pass", extra={"mailbox": claim.email})
         if self.on_pass is not None:
             self.on_pass(result)
         return result
@@ -134,18 +168,26 @@ class NotificationProcessor:
         log.warning(
             "sync pass failed", extra={"mailbox": claim.email, "code": exc.code, "kind": exc.kind, "error": exc.message}
         )
+        outcome = None
+        if self.tracker is not None:
+            try:
+                outcome = self.tracker.record_failure(claim.operator_id, exc)
+            except Exception:  # the mailbox must still be given back
+                log.exception("could not record the failure", extra={"mailbox": claim.email})
         if exc.kind == "sync_state_invalid":
             with self.db.transaction() as session:
                 work.release(session, claim)
             restart_full(self.db, claim)
             self.wake()
             return
-        if exc.kind == "permanent":
+        if outcome is not None and outcome.retry_after is not None:  # an open incident: the slower pace
+            delay = max(outcome.retry_after, timedelta(seconds=exc.back_off or 0.0))
+        elif exc.kind == "permanent":
             delay = PERMANENT_RETRY
         else:
             with self.db.read() as session:
                 attempts = work.attempts(session, claim.operator_id)
-            delay = timedelta(seconds=max(exc.back_off or 0.0, min(60.0, 2.0 ** min(attempts, 6))))
+            delay = back_off(attempts, exc.back_off)
         with self.db.transaction() as session:
             operators.record_error(session, claim.operator_id, exc.code, exc.message)
             work.release(session, claim, retry_at=utcnow() + delay)

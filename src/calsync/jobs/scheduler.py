@@ -1,6 +1,8 @@
 """Runs the jobs on the schedule kept in the database: each tick, a job whose next run is due (or that was
-asked to run now) is claimed by exactly one node and run. ProcessPushNotifications' run only wakes the
-processor (it also wakes by itself on every notification); ManagePushSubscriptions runs here.
+asked to run now) is claimed by exactly one node and run. ProcessPushNotifications' run wakes the processor
+(which also wakes by itself on every notification), marks for reconciliation every mailbox that has had no
+pass for ``reconcile_interval_hours`` (the safety net behind all notifications) and forgets processed
+notifications older than a week; ManagePushSubscriptions runs here.
 """
 
 from __future__ import annotations
@@ -9,20 +11,30 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
+from calsync.store import inbox, work
 from calsync.store import jobs as job_store
-from calsync.store import work
 from calsync.store.db import Database
+from calsync.store.tables import utcnow
 
 log = logging.getLogger("calsync.jobs.scheduler")
 
 TICK_SECONDS = 1.0
+NOTIFICATION_RETENTION = timedelta(days=7)  # processed notifications are kept this long for status and metrics
 
 
 class Scheduler:
     def __init__(
-        self, db: Database, *, wake_processor: Callable[[], None], manage: Callable[[], str], tick: float = TICK_SECONDS
+        self,
+        db: Database,
+        *,
+        wake_processor: Callable[[], None],
+        manage: Callable[[], str],
+        tick: float = TICK_SECONDS,
+        reconcile_hours: Callable[[], int] = lambda: 6,
     ) -> None:
+        self.reconcile_hours = reconcile_hours
         self.db = db
         self.wake_processor = wake_processor
         self.manage = manage
@@ -61,13 +73,18 @@ class Scheduler:
             process_due = job_store.take_due(session, job_store.PROCESS_NOTIFICATIONS)
             manage_due = job_store.take_due(session, job_store.MANAGE_SUBSCRIPTIONS)
         if process_due:
-            with self.db.read() as session:
+            now = utcnow()
+            with self.db.transaction() as session:
+                hours = self.reconcile_hours()
+                stale = work.mark_stale(session, now - timedelta(hours=hours)) if hours else 0
+                inbox.prune(session, now - NOTIFICATION_RETENTION)
                 waiting = work.pending(session)
             self.wake_processor()
+            outcome = f"woke the processor; {waiting} mailbox(es) waiting"
+            if stale:
+                outcome += f", {stale} of them for reconciliation"
             with self.db.transaction() as session:
-                job_store.record_run(
-                    session, job_store.PROCESS_NOTIFICATIONS, f"woke the processor; {waiting} mailbox(es) waiting", 0
-                )
+                job_store.record_run(session, job_store.PROCESS_NOTIFICATIONS, outcome, 0)
         if manage_due:
             started = time.monotonic()
             try:

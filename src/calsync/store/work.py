@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from .tables import MailboxWork, NotificationRow, Operator, SyncStateRow, utcnow
@@ -37,7 +37,8 @@ class Claim:
 def mark_dirty(session: Session, operator_id: int, *, full_sync: bool = False, now: datetime | None = None) -> None:
     values: dict[str, object] = {
         "dirty_gen": MailboxWork.dirty_gen + 1,
-        "dirty_since": func.coalesce(MailboxWork.dirty_since, now or utcnow()),
+        # typed as the column, so the value is stored as UTC (a bare datetime would reach SQLite unconverted)
+        "dirty_since": func.coalesce(MailboxWork.dirty_since, literal(now or utcnow(), MailboxWork.dirty_since.type)),
     }
     if full_sync:
         values["full_sync"] = True
@@ -171,3 +172,23 @@ def attempts(session: Session, operator_id: int) -> int:
     """Failed passes in a row for this mailbox."""
     row = session.get(MailboxWork, operator_id)
     return 0 if row is None else row.attempts
+
+
+def mark_stale(session: Session, not_synced_since: datetime, *, now: datetime | None = None) -> int:
+    """Reconciliation: mark dirty every enabled mailbox whose last pass finished before ``not_synced_since``
+    (a slow safety net behind the notifications). Returns how many were marked."""
+    stale = list(
+        session.scalars(
+            select(MailboxWork.operator_id)
+            .join(Operator, Operator.id == MailboxWork.operator_id)
+            .where(
+                Operator.sync_enabled.is_(True),
+                MailboxWork.dirty_gen <= MailboxWork.done_gen,
+                MailboxWork.last_pass_finished.is_not(None),
+                MailboxWork.last_pass_finished < not_synced_since,
+            )
+        )
+    )
+    for operator_id in stale:
+        mark_dirty(session, operator_id, now=now)
+    return len(stale)
