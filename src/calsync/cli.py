@@ -64,10 +64,15 @@ def _logging(level: str) -> None:
 
 
 def _db(settings: Any) -> Any:
+    """The database, its schema at the newest revision and the job rows in place."""
+    from calsync.runtime import job_intervals
+    from calsync.store import jobs as job_store
     from calsync.store.db import Database
 
     db = Database(settings.database_url)
     db.upgrade()
+    with db.transaction() as session:
+        job_store.ensure(session, job_intervals(settings))
     return db
 
 
@@ -112,32 +117,15 @@ def init(
             raise _fail(f"cannot write the settings file {path}: {exc.strerror}") from None
         console.print(f"wrote {escape(str(path))}")
     settings = _settings(ctx)
-    _prepare(settings)
+    _db(settings).dispose()
     console.print(f"database ready: {escape(settings.database_url.split('@')[-1])}")
-
-
-def _prepare(settings: Any) -> None:
-    from calsync.store import jobs as job_store
-    from calsync.store.db import Database
-
-    db = Database(settings.database_url)
-    db.upgrade()
-    with db.transaction() as session:
-        job_store.ensure(
-            session,
-            {
-                job_store.PROCESS_NOTIFICATIONS: settings.process_notifications_interval_seconds,
-                job_store.MANAGE_SUBSCRIPTIONS: settings.manage_subscriptions_interval_seconds,
-            },
-        )
-    db.dispose()
 
 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Bring the database schema to the newest version."""
     settings = _settings(ctx)
-    _prepare(settings)
+    _db(settings).dispose()
     from calsync.store.db import Database
 
     console.print(f"schema at revision {Database(settings.database_url).current_revision()}")
@@ -325,13 +313,6 @@ def _operators_call(ctx: typer.Context, action: Any) -> Any:
         with db.transaction() as session:
             result = action(session)
             # Subscribing (and so the initial sync) is ManagePushSubscriptions' job: ask it to run now.
-            job_store.ensure(
-                session,
-                {
-                    job_store.PROCESS_NOTIFICATIONS: settings.process_notifications_interval_seconds,
-                    job_store.MANAGE_SUBSCRIPTIONS: settings.manage_subscriptions_interval_seconds,
-                },
-            )
             job_store.request_run(session, job_store.MANAGE_SUBSCRIPTIONS)
             return result
     except OperatorError as exc:
@@ -410,13 +391,6 @@ def _jobs_call(ctx: typer.Context, action: Any) -> Any:
     db = _db(settings)
     try:
         with db.transaction() as session:
-            job_store.ensure(
-                session,
-                {
-                    job_store.PROCESS_NOTIFICATIONS: settings.process_notifications_interval_seconds,
-                    job_store.MANAGE_SUBSCRIPTIONS: settings.manage_subscriptions_interval_seconds,
-                },
-            )
             return action(session)
     except job_store.JobError as exc:
         raise _fail(str(exc)) from None

@@ -37,6 +37,14 @@ from calsync.store.db import WAKE_CHANNEL, Database
 log = logging.getLogger("calsync")
 
 
+def job_intervals(settings: Settings) -> dict[str, int]:
+    """The jobs' initial intervals (afterwards the database holds them, changeable at run time)."""
+    return {
+        job_store.PROCESS_NOTIFICATIONS: settings.process_notifications_interval_seconds,
+        job_store.MANAGE_SUBSCRIPTIONS: settings.manage_subscriptions_interval_seconds,
+    }
+
+
 def make_source(settings: Settings) -> Source:
     from calsync.sources.ews import EwsSource
 
@@ -116,13 +124,7 @@ class Runtime:
         """Upgrade the schema and create the job rows with the configured intervals."""
         self.db.upgrade()
         with self.db.transaction() as session:
-            job_store.ensure(
-                session,
-                {
-                    job_store.PROCESS_NOTIFICATIONS: self.settings.process_notifications_interval_seconds,
-                    job_store.MANAGE_SUBSCRIPTIONS: self.settings.manage_subscriptions_interval_seconds,
-                },
-            )
+            job_store.ensure(session, job_intervals(self.settings))
 
     def _secrets(self) -> list[str]:
         return listener_secrets(self.settings)  # the current secret; during a rotation's grace also the previous one

@@ -233,6 +233,19 @@ def _is_ip_address(host: str) -> bool:
     return True
 
 
+def _semicolon_list(value: object, what: str) -> list[str]:
+    """Entries of a setting given as "a; b; c" or as a list (of such strings); blanks dropped."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        items: list[object] = [value]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError(f"{_quote(value)} is not text or a list of {what}")
+    return [part.strip() for item in items for part in _text(item).split(";") if part.strip()]
+
+
 def is_email_address(value: str) -> bool:
     """True for a plain ``local@domain`` address (see the module docstring for what is accepted)."""
     match = _EMAIL_RE.fullmatch(value)
@@ -500,17 +513,7 @@ class Settings(BaseSettings):
     @field_validator("failure_recipients", mode="before")
     @classmethod
     def _failure_recipients(cls, value: object) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if isinstance(value, str):
-            items: list[object] = [value]
-        elif isinstance(value, list | tuple):
-            items = list(value)
-        else:
-            raise ValueError(f"{_quote(value)} is not text or a list of addresses")
-        addresses: list[str] = []
-        for item in items:
-            addresses.extend(part.strip() for part in _text(item).split(";") if part.strip())
+        addresses = _semicolon_list(value, "addresses")
         bad = [a for a in addresses if not is_email_address(a)]
         if len(bad) == 1:
             raise ValueError(f"{_quote(bad[0])} is not a valid e-mail address")
@@ -544,32 +547,21 @@ class Settings(BaseSettings):
     @field_validator("listener_allowed_networks", mode="before")
     @classmethod
     def _listener_allowed_networks(cls, value: object) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if isinstance(value, str):
-            items: list[object] = [value]
-        elif isinstance(value, list | tuple):
-            items = list(value)
-        else:
-            raise ValueError(f"{_quote(value)} is not text or a list of networks")
         networks: list[str] = []
         bad: list[str] = []
-        for item in items:
-            for entry in (part.strip() for part in _text(item).split(";")):
-                if not entry:
-                    continue
+        for entry in _semicolon_list(value, "networks"):
+            try:
+                network = str(ipaddress.ip_network(entry, strict=True))
+            except ValueError:
                 try:
-                    network = str(ipaddress.ip_network(entry, strict=True))
+                    meant = ipaddress.ip_network(entry, strict=False)
                 except ValueError:
-                    try:
-                        meant = ipaddress.ip_network(entry, strict=False)
-                    except ValueError:
-                        bad.append(f"{_quote(entry)} is not a network in CIDR notation")
-                    else:
-                        bad.append(f"{_quote(entry)} has host bits set (did you mean {meant}?)")
-                    continue
-                if network not in networks:
-                    networks.append(network)
+                    bad.append(f"{_quote(entry)} is not a network in CIDR notation")
+                else:
+                    bad.append(f"{_quote(entry)} has host bits set (did you mean {meant}?)")
+                continue
+            if network not in networks:
+                networks.append(network)
         if bad:
             raise ValueError(", ".join(bad))
         return tuple(networks)
