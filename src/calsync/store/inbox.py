@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from . import work
@@ -51,31 +51,32 @@ def record(
     """Store a notification's events (a heartbeat when there are none) and mark the mailbox dirty if any
     event may have changed the calendar. Returns the number of events stored."""
     now = now or utcnow()
-    stored = 0
-    for event in events:
-        session.add(
-            NotificationRow(
-                operator_id=operator_id,
-                subscription_id=subscription_id,
-                received_at=now,
-                kind=event.kind,
-                item_id=event.item_id,
-                watermark=event.watermark,
-            )
-        )
-        stored += 1
-    sub = session.scalar(select(SubscriptionRow).where(SubscriptionRow.subscription_id == subscription_id))
-    if sub is not None:
-        sub.last_heard_at = now
-        if watermark:
-            sub.watermark = watermark
-        if stored:
-            sub.events += stored
-        else:
-            sub.heartbeats += 1
-    if stored:
+    # Core statements, not ORM objects: this runs for every push, and each statement is a round trip.
+    rows = [
+        {
+            "operator_id": operator_id,
+            "subscription_id": subscription_id,
+            "received_at": now,
+            "kind": e.kind,
+            "item_id": e.item_id,
+            "watermark": e.watermark,
+            "processed": False,
+        }
+        for e in events
+    ]
+    if rows:
+        session.execute(insert(NotificationRow), rows)
+    values: dict[str, object] = {"last_heard_at": now}
+    if watermark:
+        values["watermark"] = watermark
+    if rows:
+        values["events"] = SubscriptionRow.events + len(rows)
+    else:
+        values["heartbeats"] = SubscriptionRow.heartbeats + 1
+    session.execute(update(SubscriptionRow).where(SubscriptionRow.subscription_id == subscription_id).values(**values))
+    if rows:
         work.mark_dirty(session, operator_id, now=now)
-    return stored
+    return len(rows)
 
 
 def pending_count(session: Session, operator_id: int) -> int:
