@@ -377,3 +377,19 @@ def test_calendar_view_max_entries(account):
         start=EWSDateTime(2026, 12, 1, tzinfo=UTC), end=EWSDateTime(2026, 12, 31, tzinfo=UTC), max_items=3
     )
     assert [i.subject for i in view] == ["d1", "d2", "d3"]
+
+
+def test_a_deleted_occurrence_is_reported_as_deleted(account):
+    from exchangelib.errors import ErrorCalendarOccurrenceIsDeletedFromRecurrence
+
+    master = _item(
+        account,
+        "Daily",
+        EWSDateTime(2026, 12, 1, 9, tzinfo=UTC),
+        recurrence=Recurrence(pattern=DailyPattern(interval=1), start=dt.date(2026, 12, 1), number=3),
+    )
+    second = master.occurrence(2)
+    second.refresh()
+    second.delete()
+    with pytest.raises(ErrorCalendarOccurrenceIsDeletedFromRecurrence):
+        master.occurrence(2).refresh()

@@ -110,6 +110,10 @@ def item_target(req: Request, ref: etree._Element) -> tuple[Mailbox, CalendarIte
             raise EwsError("ErrorInvalidIdMalformed", "InstanceIndex must be a positive integer.") from exc
         if master.recurrence is None:
             raise EwsError("ErrorItemNotFound", "The item is not a recurring master.")
+        if index in master.deleted:
+            raise EwsError(
+                "ErrorCalendarOccurrenceIsDeletedFromRecurrence", "The occurrence was deleted from the recurrence."
+            )
         occ = master.occurrence(index) if index >= 1 else None
         if occ is None:
             raise EwsError(
