@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import re
 import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import run_header
 from calsync.emulator import EmulatorProcess
 
 USER, PASSWORD = "bench", "bench-pw"
@@ -226,13 +224,7 @@ def main() -> None:
     args.output.write_text(
         json.dumps(
             {
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "quick": args.quick,
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-                },
+                **run_header(args.quick),
                 "client_threads": args.threads,
                 "seconds_each": seconds,
                 "throughput": [asdict(r) for r in results],

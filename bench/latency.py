@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -41,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
 
+from bench.common import run_header
 from bench.listener import clean_env, free_port, postgres_schema, server
 from calsync.emulator import Emulator
 from calsync.sources.ews import EwsSource
@@ -300,13 +300,7 @@ def main() -> None:
     args.output.write_text(
         json.dumps(
             {
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "quick": args.quick,
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-                },
+                **run_header(args.quick),
                 "mailboxes": count,
                 "database": args.database,
                 "rate": args.rate,

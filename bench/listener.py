@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import socket
 import statistics
@@ -41,6 +40,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from bench.common import run_header
 
 SECRET = "b" * 32
 PATH = f"/ews/notifications/{SECRET}"
@@ -411,13 +412,7 @@ def main() -> None:
     args.output.write_text(
         json.dumps(
             {
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "quick": args.quick,
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-                },
+                **run_header(args.quick),
                 "subscriptions": SUBSCRIPTIONS,
                 "client_threads": args.threads,
                 "seconds_each": args.seconds,
