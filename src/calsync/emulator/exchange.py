@@ -11,8 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -342,11 +341,6 @@ class Exchange:
         """Every watermark handed out so far becomes invalid (new ones start after this point)."""
         with self.lock:
             self.journals[mbx.guid].expire(mbx.next_seq())
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        with self.lock:
-            yield
 
 
 def _meeting_fields(item: CalendarItem) -> dict[str, Any]:

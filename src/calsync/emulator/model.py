@@ -285,12 +285,6 @@ class CalendarItem:
             view.modified = change.modified
         return view
 
-    def index_for(self, original_start: datetime) -> int | None:
-        if self.recurrence is None:
-            return None
-        pattern, rng, local, duration, tz = self._expand_args()
-        return rec.index_of_original_start(pattern, rng, local, duration, tz, original_start)  # type: ignore[arg-type]
-
 
 @dataclass(slots=True)
 class Folder:

@@ -61,10 +61,3 @@ class Subscription:
             or (event.old_parent_folder is not None and event.old_parent_folder in self.folders)
             or (event.folder is not None and event.folder in self.folders)
         )
-
-
-def parse_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None

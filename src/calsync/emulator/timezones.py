@@ -33,7 +33,3 @@ def windows_id(iana: str) -> str:
     if found is None:
         raise ValueError(f"no Windows time zone id for '{iana}'")
     return found
-
-
-def is_known(windows_id: str) -> bool:
-    return windows_id in win_tz
