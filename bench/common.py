@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
 
 
 def run_header(quick: bool) -> dict[str, object]:
@@ -17,3 +21,10 @@ def run_header(quick: bool) -> dict[str, object]:
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         },
     }
+
+
+def write_results(path: Path, quick: bool, console: Console, **fields: object) -> None:
+    """Write a benchmark's figures as JSON, with the run header, and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**run_header(quick), **fields}, indent=2))
+    console.print(f"results written to {path}")

@@ -14,7 +14,6 @@ Results go to bench/results/emulator.json.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import statistics
@@ -27,7 +26,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import run_header
+from bench.common import write_results
 from calsync.emulator import EmulatorProcess
 
 USER, PASSWORD = "bench", "bench-pw"
@@ -220,20 +219,15 @@ def main() -> None:
         f"(empty emulator {mem['empty_mb']:.0f} MB; {mem['per_1000_items_mb']:.2f} MB per 1,000 items; "
         f"loaded in {mem['load_seconds']:.0f} s)"
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                **run_header(args.quick),
-                "client_threads": args.threads,
-                "seconds_each": seconds,
-                "throughput": [asdict(r) for r in results],
-                "memory": mem,
-            },
-            indent=2,
-        )
+    write_results(
+        args.output,
+        args.quick,
+        console,
+        client_threads=args.threads,
+        seconds_each=seconds,
+        throughput=[asdict(r) for r in results],
+        memory=mem,
     )
-    console.print(f"results written to {args.output}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Results go to bench/results/latency.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -40,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
 
-from bench.common import run_header
+from bench.common import write_results
 from bench.listener import clean_env, free_port, postgres_schema, server
 from calsync.emulator import Emulator
 from calsync.sources.ews import EwsSource
@@ -296,26 +295,19 @@ def main() -> None:
         f"p50 is {rows[0].p50_ms / rows[-1].p50_ms:.1f}x the floor's p50; changes never seen stored: {missing}; "
         f"setup {setup['subscribe_and_initial_sync_seconds']:.1f} s for {count} mailboxes"
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                **run_header(args.quick),
-                "mailboxes": count,
-                "database": args.database,
-                "rate": args.rate,
-                "seconds": seconds,
-                "setup": setup,
-                "missing": missing,
-                "latency": [asdict(r) for r in rows],
-                "changes": [
-                    {"seq": c.seq, "kind": c.kind, "latency_s": c.latency, "mailbox": c.mailbox} for c in changes
-                ],
-            },
-            indent=2,
-        )
+    write_results(
+        args.output,
+        args.quick,
+        console,
+        mailboxes=count,
+        database=args.database,
+        rate=args.rate,
+        seconds=seconds,
+        setup=setup,
+        missing=missing,
+        latency=[asdict(r) for r in rows],
+        changes=[{"seq": c.seq, "kind": c.kind, "latency_s": c.latency, "mailbox": c.mailbox} for c in changes],
     )
-    console.print(f"results written to {args.output}")
 
 
 if __name__ == "__main__":

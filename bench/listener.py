@@ -21,7 +21,6 @@ Results go to bench/results/listener.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import socket
@@ -41,7 +40,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import run_header
+from bench.common import write_results
 
 SECRET = "b" * 32
 PATH = f"/ews/notifications/{SECRET}"
@@ -408,22 +407,17 @@ def main() -> None:
         )
     console.print(table)
     console.print(f"notification rows stored: {stored}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                **run_header(args.quick),
-                "subscriptions": SUBSCRIPTIONS,
-                "client_threads": args.threads,
-                "seconds_each": args.seconds,
-                "open_loop_rate": OPEN_RATE,
-                "results": [asdict(r) for r in results],
-                "stored": stored,
-            },
-            indent=2,
-        )
+    write_results(
+        args.output,
+        args.quick,
+        console,
+        subscriptions=SUBSCRIPTIONS,
+        client_threads=args.threads,
+        seconds_each=args.seconds,
+        open_loop_rate=OPEN_RATE,
+        results=[asdict(r) for r in results],
+        stored=stored,
     )
-    console.print(f"results written to {args.output}")
 
 
 @contextmanager

@@ -61,6 +61,7 @@ from calsync.store import operators, subscriptions
 from calsync.store.tables import NotificationRow, SubscriptionRow
 
 from .conftest import SAMPLES_DIR
+from .test_listener_app import sample
 
 OLD_SECRET = "old-secret-" + "o" * 21
 NEW_SECRET = "new-secret-" + "n" * 21
@@ -110,12 +111,7 @@ def push_body(subscription_id: str, item_id: str, watermark: str = "AQAAAA==", k
 
 
 def real_sample(name: str, subscription_id: str = ANN_SUB) -> bytes:
-    text = (SAMPLES_DIR / name).read_text(encoding="utf-8")
-    text, count = re.subn(
-        r"<t:SubscriptionId>[^<]*</t:SubscriptionId>", f"<t:SubscriptionId>{subscription_id}</t:SubscriptionId>", text
-    )
-    assert count == 1
-    return text.encode()
+    return sample(name, subscription_id)
 
 
 def answer(response: httpx.Response) -> str:
