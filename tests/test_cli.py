@@ -35,7 +35,7 @@ from .conftest import SERVICE_PASSWORD, SERVICE_USER
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()  # the newest migration
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ALL_VERSIONS = "Exchange2010, Exchange2013, Exchange2016, Exchange2019, Exchange365"
-JOB_NAMES = "ProcessPushNotifications, ManagePushSubscriptions"
+JOB_NAMES = "ProcessPushNotifications, ManagePushSubscriptions, Reconciliation"
 
 
 @pytest.fixture(autouse=True)
@@ -411,6 +411,7 @@ def test_jobs_list_disable_enable_set_interval_run(db: Database) -> None:
     assert job_rows(db) == {
         "ProcessPushNotifications": (True, 86400, False),
         "ManagePushSubscriptions": (True, 120, True),
+        "Reconciliation": (True, 900, False),
     }
 
 

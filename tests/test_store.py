@@ -157,7 +157,7 @@ while time.time() < float(sys.argv[2]):
     pass
 db.upgrade()
 with db.transaction() as session:
-    jobs.ensure(session, {jobs.PROCESS_NOTIFICATIONS: 60, jobs.MANAGE_SUBSCRIPTIONS: 300})
+    jobs.ensure(session, {jobs.PROCESS_NOTIFICATIONS: 60, jobs.MANAGE_SUBSCRIPTIONS: 300, jobs.RECONCILIATION: 900})
 db.dispose()
 """
 

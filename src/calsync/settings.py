@@ -49,6 +49,10 @@ Settings: ``name`` / classic name: allowed values; default. Secrets are marked (
     1..86400 seconds; default 60.
 ``manage_subscriptions_interval_seconds`` / ManagePushSubscriptionsForCalendarSync
     1..86400 seconds; default 300.
+``api_tokens`` (secret)
+    admin API tokens given in the environment or the file, ``role:token`` pairs separated by ``,`` (roles admin,
+    viewer, calendar; tokens of 24..256 characters); default unset. For tests and automated deployments; tokens
+    made with ``calsync tokens create`` are kept (hashed) in the database instead.
 ``database_url`` (env ``CALSYNC_DATABASE_URL``)
     a SQLAlchemy URL whose database is sqlite or postgresql (any driver; we use ``postgresql+psycopg``); only the
     scheme is checked; default ``sqlite:///calsync.sqlite3``. A password in it is masked for display.
@@ -334,6 +338,8 @@ def _report(problem: str) -> None:
     state.problems.append(problem)
 
 
+API_ROLES = ("admin", "viewer", "calendar")  # admin: everything; viewer: read all but calendars; calendar: calendars
+
 _INT_FIELDS = (
     "batch_size",
     "status_frequency",
@@ -350,6 +356,7 @@ _SECRET_TEXT_FIELDS = (
     "password",
     "oauth_client_secret",
     "smtp_password",
+    "api_tokens",
 )
 
 
@@ -429,6 +436,12 @@ class Settings(BaseSettings):
     smtp_password: Annotated[SecretStr | None, _Rule("a password (required when smtp_username is set)")] = None
     smtp_sender: Annotated[str, _Rule("one e-mail address, e.g. calsync@example.com")] = "calsync@localhost"
     log_level: Annotated[LogLevel, _Rule("DEBUG, INFO, WARNING, ERROR")] = "INFO"
+    api_tokens: Annotated[
+        SecretStr | None,
+        _Rule(
+            "role:token pairs separated by ',' (roles admin, viewer, calendar; tokens of 24..256 characters), or unset"
+        ),
+    ] = None
 
     _config_file: Path | None = PrivateAttr(default=None)
 
@@ -508,6 +521,13 @@ class Settings(BaseSettings):
         if value is not None and not _SECRET_SEGMENT_RE.fullmatch(value.get_secret_value()):
             length = len(value.get_secret_value())
             raise ValueError(f"the value ({length} characters) is not a valid secret path segment")
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _api_tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            api_tokens_of(value.get_secret_value())  # raises with a message that never shows a token
         return value
 
     @field_validator("failure_recipients", mode="before")
@@ -839,6 +859,70 @@ def load_settings(config_file: Path | None = None, *, require_credentials: bool 
         raise SettingsError(state.problems)
     settings._config_file = state.config_read
     return settings
+
+
+#: Settings that may be changed while calsync runs (through the admin API); every node applies a change within
+#: a second. The jobs' intervals are changed on the jobs themselves.
+RUNTIME_CHANGEABLE = (
+    "batch_size",
+    "status_frequency",
+    "failure_recipients",
+    "past_window_days",
+    "reconcile_interval_hours",
+)
+
+
+def runtime_change_names(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``changes`` keyed by snake_case names (classic names accepted); raises unless each may change at run time."""
+    result: dict[str, Any] = {}
+    problems = []
+    for key, value in changes.items():
+        name = _BY_LOWER.get(key.lower())
+        if name is None:
+            problems.append(f"unknown setting {key!r}{_suggest(key, list(RUNTIME_CHANGEABLE))}")
+        elif name not in RUNTIME_CHANGEABLE:
+            problems.append(f"{setting_label(name)} cannot be changed while calsync runs (restart with a new value)")
+        else:
+            result[name] = value
+    if problems:
+        allowed = ", ".join(setting_label(n) for n in RUNTIME_CHANGEABLE)
+        raise SettingsError([f"{problem}; settings changeable at run time: {allowed}" for problem in problems])
+    return result
+
+
+def with_changes(settings: Settings, changes: Mapping[str, Any]) -> Settings:
+    """``settings`` with ``changes`` (settings changeable at run time) applied, validated exactly as at start-up:
+    raises :class:`SettingsError` listing every problem, and nothing else differs from ``settings``."""
+    values: dict[str, Any] = {name: getattr(settings, name) for name in Settings.model_fields}
+    values.update(runtime_change_names(changes))
+    state = _LoadState()
+    token = _LOAD.set(state)
+    try:
+        changed = Settings.model_validate(values)  # the field validators only: no file, no environment
+    except ValidationError as exc:
+        raise SettingsError(state.problems + _translate(exc)) from None
+    finally:
+        _LOAD.reset(token)
+    if state.problems:
+        raise SettingsError(state.problems)
+    changed._config_file = settings._config_file
+    return changed
+
+
+def api_tokens_of(value: str) -> list[tuple[str, str]]:
+    """``role:token,role:token`` as (role, token) pairs; raises ValueError (never quoting a token) when malformed."""
+    pairs = []
+    for number, part in enumerate((p.strip() for p in value.split(",")), start=1):
+        if not part:
+            continue
+        role, colon, token = part.partition(":")
+        role, token = role.strip().lower(), token.strip()
+        if not colon or role not in API_ROLES:
+            raise ValueError(f"entry {number} does not start with a role and a colon (admin:, viewer:, calendar:)")
+        if not 24 <= len(token) <= 256:
+            raise ValueError(f"entry {number}: the token has {len(token)} characters")
+        pairs.append((role, token))
+    return pairs
 
 
 def effective_settings(settings: Settings) -> dict[str, object]:

@@ -1,8 +1,14 @@
 """Runs the jobs on the schedule kept in the database: each tick, a job whose next run is due (or that was
-asked to run now) is claimed by exactly one node and run. ProcessPushNotifications' run wakes the processor
-(which also wakes by itself on every notification), marks for reconciliation every mailbox that has had no
-pass for ``reconcile_interval_hours`` (the safety net behind all notifications) and forgets processed
-notifications older than a week; ManagePushSubscriptions runs here.
+asked to run now) is claimed by exactly one node and run.
+
+- ProcessPushNotifications wakes the processor (which also wakes by itself on every notification) and
+  forgets processed notifications older than a week.
+- ManagePushSubscriptions runs here (see ``manage_subscriptions``).
+- Reconciliation, the safety net behind all notifications, marks for a pass every enabled mailbox that has
+  had none for ``reconcile_interval_hours`` (0 turns the scheduled runs off); run now, it marks every
+  enabled mailbox.
+
+Each tick also calls the ``on_tick`` hooks (the runtime applies settings changed at run time there).
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ class Scheduler:
         manage: Callable[[], str],
         tick: float = TICK_SECONDS,
         reconcile_hours: Callable[[], int] = lambda: 6,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.reconcile_hours = reconcile_hours
+        self.on_tick = on_tick
         self.db = db
         self.wake_processor = wake_processor
         self.manage = manage
@@ -62,6 +70,8 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                if self.on_tick is not None:
+                    self.on_tick()
                 self.run_due()
             except Exception:  # the scheduler must survive a database hiccup
                 log.exception("scheduler tick failed")
@@ -72,19 +82,19 @@ class Scheduler:
         with self.db.transaction() as session:
             process_due = job_store.take_due(session, job_store.PROCESS_NOTIFICATIONS)
             manage_due = job_store.take_due(session, job_store.MANAGE_SUBSCRIPTIONS)
+            reconcile_asked = job_store.is_requested(session, job_store.RECONCILIATION)
+            reconcile_due = job_store.take_due(session, job_store.RECONCILIATION)
         if process_due:
-            now = utcnow()
             with self.db.transaction() as session:
-                hours = self.reconcile_hours()
-                stale = work.mark_stale(session, now - timedelta(hours=hours)) if hours else 0
-                inbox.prune(session, now - NOTIFICATION_RETENTION)
+                inbox.prune(session, utcnow() - NOTIFICATION_RETENTION)
                 waiting = work.pending(session)
             self.wake_processor()
-            outcome = f"woke the processor; {waiting} mailbox(es) waiting"
-            if stale:
-                outcome += f", {stale} of them for reconciliation"
             with self.db.transaction() as session:
-                job_store.record_run(session, job_store.PROCESS_NOTIFICATIONS, outcome, 0)
+                job_store.record_run(
+                    session, job_store.PROCESS_NOTIFICATIONS, f"woke the processor; {waiting} mailbox(es) waiting", 0
+                )
+        if reconcile_due:
+            self.reconcile(everything=reconcile_asked)
         if manage_due:
             started = time.monotonic()
             try:
@@ -96,3 +106,21 @@ class Scheduler:
                 job_store.record_run(
                     session, job_store.MANAGE_SUBSCRIPTIONS, outcome, int((time.monotonic() - started) * 1000)
                 )
+
+    def reconcile(self, *, everything: bool) -> None:
+        started, now = time.monotonic(), utcnow()
+        hours = self.reconcile_hours()
+        with self.db.transaction() as session:
+            if everything:
+                marked = work.mark_stale(session, now)
+                outcome = f"marked all {marked} synced mailbox(es) for a pass (run on request)"
+            elif hours:
+                marked = work.mark_stale(session, now - timedelta(hours=hours))
+                outcome = f"marked {marked} mailbox(es) without a pass for {hours} h"
+            else:
+                outcome = "off (reconcile_interval_hours is 0)"
+            job_store.record_run(
+                session, job_store.RECONCILIATION, outcome, int((time.monotonic() - started) * 1000), now=now
+            )
+        if everything or hours:
+            self.wake_processor()

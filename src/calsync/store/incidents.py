@@ -116,6 +116,28 @@ def history(session: Session, operator_id: int | None = None) -> list[IncidentRo
     return list(session.scalars(query))
 
 
+def failures(
+    session: Session,
+    *,
+    email: str | None = None,
+    code: str | None = None,
+    state: Literal["open", "resolved", "all"] = "all",
+    limit: int = 100,
+) -> list[tuple[IncidentRow, str]]:
+    """Failure streaks with their operator's address, newest failure first, filtered."""
+    query = select(IncidentRow, Operator.email).join(Operator, Operator.id == IncidentRow.operator_id)
+    if email:
+        query = query.where(Operator.email == email.strip().lower())
+    if code:
+        query = query.where(IncidentRow.code == code.strip().lower())
+    if state == "open":
+        query = query.where(IncidentRow.resolved_at.is_(None))
+    elif state == "resolved":
+        query = query.where(IncidentRow.resolved_at.is_not(None))
+    query = query.order_by(IncidentRow.last_failure_at.desc(), IncidentRow.id.desc()).limit(limit)
+    return [(row, address) for row, address in session.execute(query)]
+
+
 # --- notices ---------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
-"""The two jobs' schedule and state in the database, so that every node sees a change at once and a
-scheduled run happens on one node only."""
+"""The jobs' schedule and state in the database, so that every node sees a change at once and a scheduled
+run happens on one node only. Jobs: ProcessPushNotifications, ManagePushSubscriptions and Reconciliation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from .tables import JobRow, utcnow
 
 PROCESS_NOTIFICATIONS = "ProcessPushNotifications"
 MANAGE_SUBSCRIPTIONS = "ManagePushSubscriptions"
-JOB_NAMES = (PROCESS_NOTIFICATIONS, MANAGE_SUBSCRIPTIONS)
+RECONCILIATION = "Reconciliation"
+JOB_NAMES = (PROCESS_NOTIFICATIONS, MANAGE_SUBSCRIPTIONS, RECONCILIATION)
 MAX_INTERVAL = 86400
 
 
@@ -63,6 +64,12 @@ def request_run(session: Session, name: str) -> JobRow:
     row = require(session, name)
     row.run_requested = True
     return row
+
+
+def is_requested(session: Session, name: str) -> bool:
+    """Whether someone asked for a run now (read before :func:`take_due`, which clears the request)."""
+    row = session.get(JobRow, name)
+    return bool(row is not None and row.run_requested)
 
 
 def take_due(session: Session, name: str, *, now: datetime | None = None) -> bool:

@@ -35,9 +35,28 @@ class OperatorStatus:
     last_error_at: datetime | None
     incident_code: str | None = None  # the open incident's catalogue code (calsync.alerts.catalogue), if any
     incident_since: datetime | None = None  # when its failures began
+    incident_message: str | None = None
+    display_name: str | None = None
+    subscription_frequency: int | None = None  # the subscription's StatusFrequency (minutes)
+    dirty_since: datetime | None = None  # when the oldest change not yet synced was noticed (None: nothing waits)
 
 
-def operator_statuses(session: Session) -> list[OperatorStatus]:
+def operator_statuses(session: Session, email: str | None = None) -> list[OperatorStatus]:
+    """Every operator's status (or just the one with this address), ordered by address."""
+    return _statuses(session, email)
+
+
+def notifications_since(session: Session, since: datetime) -> list[datetime]:
+    """When each notification received since ``since`` arrived (for per-minute counts)."""
+    return list(session.scalars(select(NotificationRow.received_at).where(NotificationRow.received_at >= since)))
+
+
+def open_incident_count(session: Session) -> int:
+    query = select(func.count()).select_from(IncidentRow)
+    return int(session.scalar(query.where(IncidentRow.opened_at.is_not(None), IncidentRow.resolved_at.is_(None))) or 0)
+
+
+def _statuses(session: Session, email: str | None) -> list[OperatorStatus]:
     pending = (
         select(NotificationRow.operator_id, func.count().label("n"))
         .where(NotificationRow.processed.is_(False))
@@ -57,7 +76,7 @@ def operator_statuses(session: Session) -> list[OperatorStatus]:
         .correlate(Operator)
         .scalar_subquery()
     )
-    rows = session.execute(
+    query = (
         select(Operator, SubscriptionRow, SyncStateRow, MailboxWork, pending.c.n, stored.c.n, open_incident)
         .outerjoin(SubscriptionRow, SubscriptionRow.operator_id == Operator.id)
         .outerjoin(SyncStateRow, SyncStateRow.operator_id == Operator.id)
@@ -66,12 +85,16 @@ def operator_statuses(session: Session) -> list[OperatorStatus]:
         .outerjoin(stored, stored.c.operator_id == Operator.id)
         .order_by(Operator.email)
     )
+    if email is not None:
+        query = query.where(Operator.email == email)
+    rows = session.execute(query)
     out = []
     found = list(rows)
     incident_ids = [incident_id for *_, incident_id in found if incident_id is not None]
     opened = {row.id: row for row in session.scalars(select(IncidentRow).where(IncidentRow.id.in_(incident_ids)))}
     for op, sub, state, work, n_pending, n_stored, incident_id in found:
         incident = opened.get(incident_id) if incident_id is not None else None
+        dirty = bool(work and (work.dirty_gen > work.done_gen or work.full_sync))
         out.append(
             OperatorStatus(
                 email=op.email,
@@ -81,13 +104,17 @@ def operator_statuses(session: Session) -> list[OperatorStatus]:
                 last_sync=op.last_sync_at,
                 initial_sync_done=bool(state and state.initial_done),
                 pending_notifications=int(n_pending or 0),
-                dirty=bool(work and (work.dirty_gen > work.done_gen or work.full_sync)),
+                dirty=dirty,
                 appointments=int(n_stored or 0),
                 last_error_code=op.last_error_code,
                 last_error_message=op.last_error_message,
                 last_error_at=op.last_error_at,
                 incident_code=None if incident is None else incident.code,
                 incident_since=None if incident is None else incident.first_failure_at,
+                incident_message=None if incident is None else incident.message,
+                display_name=op.display_name,
+                subscription_frequency=None if sub is None else sub.status_frequency,
+                dirty_since=work.dirty_since if dirty and work is not None else None,
             )
         )
     return out

@@ -5,7 +5,9 @@ Tables: ``operators`` (the application's users and their sync flag), ``appointme
 calendar: one row per Exchange item, series kept whole), ``sync_states`` (the per-mailbox cursor),
 ``subscriptions`` (Exchange's promise to notify us), ``notifications`` (the listener's inbox),
 ``mailbox_work`` (dirty flag, lease and fencing token per mailbox), ``jobs`` (schedule and state of
-the two jobs, changeable at run time) and ``incidents`` (failure streaks and the e-mails sent about them).
+the jobs, changeable at run time), ``incidents`` (failure streaks and the e-mails sent about them),
+``api_tokens`` (who may use the admin API, hashed), ``audit_log`` (every change made through it) and
+``setting_overrides`` (settings changed at run time, applied by every node).
 
 Two-way sync (a later step) fits in: appointments carry ``origin`` and ``app_version``/``pushed_version``,
 so application-made changes can be queued for writing to Exchange without a new table shape.
@@ -217,3 +219,43 @@ class IncidentRow(Base):
     notified_at: Mapped[datetime | None] = mapped_column()
     resolved_at: Mapped[datetime | None] = mapped_column()
     recovery_notified_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApiTokenRow(Base):
+    """An admin API token. Only a SHA-256 hash of the token is kept (tokens are 256-bit random strings, so a
+    fast hash is enough); ``prefix`` is its first characters, to tell tokens apart in listings."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditRow(Base):
+    """One change made through the admin API: who, what, when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(512))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class SettingOverrideRow(Base):
+    """A setting changed at run time (through the admin API); it wins over the file and the environment."""
+
+    __tablename__ = "setting_overrides"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column()  # {"value": <JSON value>}
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_by: Mapped[str] = mapped_column(String(256))
