@@ -18,6 +18,7 @@ import uvicorn
 from exchangelib import Attendee, CalendarItem, EWSDateTime, EWSTimeZone, Mailbox
 from exchangelib.recurrence import DailyPattern, Recurrence, WeeklyPattern
 
+from calsync.api.calendar import occurrences
 from calsync.emulator import Emulator
 from calsync.emulator.server import bound_socket
 from calsync.jobs.manage_subscriptions import manage
@@ -33,6 +34,8 @@ from .conftest import SERVICE_PASSWORD, SERVICE_USER, ews_account, start_emulato
 UTC = EWSTimeZone("UTC")
 BERLIN = EWSTimeZone("Europe/Berlin")
 ANN, BOB = "ann@example.com", "bob@example.com"
+CALENDAR_TOKEN = "calendar-reader-token-0123456789"
+AS_APP = {"Authorization": f"Bearer {CALENDAR_TOKEN}"}  # the application, reading its calendars
 
 
 def utcnow() -> dt.datetime:
@@ -52,7 +55,7 @@ class Harness:
             listener_url=f"http://127.0.0.1:{port}",
             listener_secret="s" * 32,
             status_frequency=1,
-            **{"batch_size": 512, "past_window_days": 180, **settings},
+            **{"batch_size": 512, "past_window_days": 180, "api_tokens": f"calendar:{CALENDAR_TOKEN}", **settings},
         )
         self.runtime = Runtime(self.settings, threads=3)
         self.runtime.prepare()
@@ -103,7 +106,7 @@ class Harness:
     # --- comparing -----------------------------------------------------------------------------
 
     def app_calendar(self, email: str, start: dt.datetime, end: dt.datetime) -> list[tuple[Any, ...]]:
-        return sorted(_key_app(o) for o in self.runtime.calendar_api.occurrences(email, start, end))
+        return sorted(_key_app(o) for o in occurrences(self.runtime.db, email, start, end))
 
     def truth(self, email: str, start: dt.datetime, end: dt.datetime) -> list[tuple[Any, ...]]:
         return sorted(_key_truth(t) for t in self.emulator.truth(email, start, end))
@@ -241,7 +244,7 @@ def test_initial_sync_then_every_kind_of_change(harness: Harness) -> None:
     weekly.save(update_fields=["location"])
     meeting.delete(send_meeting_cancellations="SendToAllAndSaveCopy")  # bob keeps it, cancelled
     harness.assert_matches(ANN, BOB)
-    bob_view = harness.runtime.calendar_api.occurrences(BOB, utcnow(), utcnow() + dt.timedelta(days=10))
+    bob_view = occurrences(harness.runtime.db, BOB, utcnow(), utcnow() + dt.timedelta(days=10))
     assert [o.cancelled for o in bob_view if o.subject == "Canceled: Design review"] == [True]
 
     single.delete()  # hard delete: gone from the application calendar
@@ -270,6 +273,7 @@ def test_initial_sync_then_every_kind_of_change(harness: Harness) -> None:
     response = httpx.get(
         f"{harness.base}/api/v1/operators/{ANN}/appointments",
         params={"start": start.isoformat(), "end": end.isoformat()},
+        headers=AS_APP,
     )
     assert response.status_code == 200
     body = response.json()
@@ -278,7 +282,7 @@ def test_initial_sync_then_every_kind_of_change(harness: Harness) -> None:
     late = [a for a in standups if a["exception"]]
     assert [a["subject"] for a in late] == ["Standup (late)"]
     assert standups[0]["time_zone"] == "W. Europe Standard Time" and standups[0]["start"].endswith("+01:00")
-    ics = httpx.get(f"{harness.base}/api/v1/operators/{ANN}/calendar.ics")
+    ics = httpx.get(f"{harness.base}/api/v1/operators/{ANN}/calendar.ics", headers=AS_APP)
     assert ics.status_code == 200 and ics.headers["content-type"].startswith("text/calendar")
     assert b"BEGIN:VCALENDAR" in ics.content and b"RRULE:FREQ=DAILY" in ics.content and b"EXDATE" in ics.content
 
@@ -287,16 +291,22 @@ def test_calendar_api_refuses_bad_requests(harness: Harness) -> None:
     harness.enable(ANN)
     harness.quiet()
     url = f"{harness.base}/api/v1/operators/{ANN}/appointments"
-    assert httpx.get(url).status_code == 400
-    bad = httpx.get(url, params={"start": "yesterday", "end": "2027-01-01"})
-    assert bad.status_code == 400 and "ISO 8601" in bad.json()["error"]
-    assert httpx.get(url, params={"start": "2027-01-01", "end": "2026-01-01"}).status_code == 400
-    assert httpx.get(url, params={"start": "2020-01-01", "end": "2027-01-01"}).status_code == 400  # over 3 years
+    assert httpx.get(url, headers=AS_APP).status_code == 422  # start and end are required
+    bad = httpx.get(url, params={"start": "yesterday", "end": "2027-01-01"}, headers=AS_APP)
+    assert bad.status_code == 400 and "ISO 8601" in bad.json()["detail"]
+    assert httpx.get(url, params={"start": "2027-01-01", "end": "2026-01-01"}, headers=AS_APP).status_code == 400
+    over = httpx.get(url, params={"start": "2020-01-01", "end": "2027-01-01"}, headers=AS_APP)
+    assert over.status_code == 400 and "3 years" in over.json()["detail"]
     missing = httpx.get(
         f"{harness.base}/api/v1/operators/nobody@example.com/appointments",
         params={"start": "2027-01-01", "end": "2027-02-01"},
+        headers=AS_APP,
     )
-    assert missing.status_code == 404 and "nobody@example.com" in missing.json()["error"]
+    assert missing.status_code == 404 and "nobody@example.com" in missing.json()["detail"]
+    # the calendar is personal data: no token, a wrong one, or a viewer's role gets nothing
+    window = {"start": "2027-01-01", "end": "2027-02-01"}
+    assert httpx.get(url, params=window).status_code == 401
+    assert httpx.get(url, params=window, headers={"Authorization": "Bearer not-a-token"}).status_code == 401
 
 
 def test_lost_duplicated_reordered_and_forged_notifications(harness: Harness) -> None:

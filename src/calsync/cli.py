@@ -21,11 +21,15 @@ app = typer.Typer(
     add_completion=False,
 )
 operators_app = typer.Typer(help="Operators: the users whose Exchange calendars are synced.", no_args_is_help=True)
-jobs_app = typer.Typer(help="The two jobs: ProcessPushNotifications, ManagePushSubscriptions.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="The jobs: ProcessPushNotifications, ManagePushSubscriptions, Reconciliation.", no_args_is_help=True
+)
+tokens_app = typer.Typer(help="Admin API tokens: create, list, revoke.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 config_app = typer.Typer(help="The settings.", no_args_is_help=True)
 app.add_typer(operators_app, name="operators")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 console = Console(stderr=True)
@@ -188,8 +192,16 @@ def serve(
 def worker(
     ctx: typer.Context,
     threads: Annotated[int, typer.Option(help="Sync passes run at once by this process.")] = 4,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve /metrics, /healthz and /readyz on this port (default: no HTTP server).")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address the --metrics-port server listens on.")] = "127.0.0.1",
 ) -> None:
     """Run only the jobs (more workers on other machines share the work through the database)."""
+    import time
+
+    import uvicorn
+
     from calsync.runtime import Runtime
 
     settings = _settings(ctx, require_credentials=True)
@@ -201,6 +213,23 @@ def worker(
     _logging(settings.log_level)
     runtime = Runtime(settings, threads=threads)
     runtime.prepare()
+    server: uvicorn.Server | None = None
+    server_thread: threading.Thread | None = None
+    if metrics_port is not None:
+        config = uvicorn.Config(
+            runtime.health_app(), host=metrics_host, port=metrics_port, log_level="warning", access_log=False
+        )
+        server = uvicorn.Server(config)
+        server_thread = threading.Thread(target=server.run, name="calsync-metrics-http", daemon=True)
+        server_thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and server_thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not server.started:
+            server.should_exit = True
+            runtime.close()
+            raise _fail(f"could not serve metrics on {metrics_host}:{metrics_port}")
+        console.print(escape(f"metrics on http://{metrics_host}:{metrics_port}/metrics (also /healthz, /readyz)"))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -208,6 +237,9 @@ def worker(
     console.print("calsync worker running (Ctrl-C to stop)")
     stop.wait()
     runtime.stop_jobs()
+    if server is not None and server_thread is not None:
+        server.should_exit = True
+        server_thread.join(timeout=10)
     runtime.close()
 
 
@@ -453,6 +485,69 @@ def jobs_run(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None
 
     row = _jobs_call(ctx, lambda s: job_store.request_run(s, name))
     out.print(f"{row.name} will run now")
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+
+def _tokens_call(ctx: typer.Context, action: Any) -> Any:
+    from calsync.store.tokens import TokenError
+
+    settings = _settings(ctx)
+    db = _db(settings)
+    try:
+        with db.transaction() as session:
+            return action(session)
+    except TokenError as exc:
+        raise _fail(str(exc)) from None
+
+
+@tokens_app.command("create")
+def tokens_create(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Option(help="admin (everything), viewer (read all but calendars), calendar.")],
+    name: Annotated[str | None, typer.Option(help="Who or what uses it (shown in the audit log).")] = None,
+) -> None:
+    """Create an API token. It is printed once; only its hash is stored."""
+    from calsync.store import tokens
+
+    label = name or f"{role} token"
+    row, token = _tokens_call(ctx, lambda s: tokens.create(s, role, label))
+    console.print(f"created token {row.id} ({escape(row.name)}, role {row.role}); it is shown only now:")
+    out.print(token, markup=False, highlight=False)
+
+
+@tokens_app.command("list")
+def tokens_list(ctx: typer.Context) -> None:
+    """The tokens (never the tokens themselves): id, name, role, created, last used, revoked."""
+    from calsync.store import tokens
+
+    rows = _tokens_call(ctx, tokens.listing)
+    table = Table(title="API tokens")
+    for column in ("id", "name", "role", "starts with", "created", "last used", "revoked"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            escape(row.name),
+            row.role,
+            escape(row.prefix) + "…",
+            _when(row.created_at),
+            _when(row.last_used_at),
+            _when(row.revoked_at),
+        )
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    ctx: typer.Context, token_id: Annotated[int, typer.Argument(help="The id `tokens list` shows.")]
+) -> None:
+    """Revoke a token: it stops working at once, on every node."""
+    from calsync.store import tokens
+
+    row = _tokens_call(ctx, lambda s: tokens.revoke(s, token_id))
+    out.print(f"token {row.id} ({escape(row.name)}) revoked")
 
 
 @app.command()

@@ -27,7 +27,7 @@ from calsync.emulator.server import bound_socket
 from calsync.runtime import Runtime
 from calsync.settings import listener_callback_url, load_settings, new_listener_secret
 from calsync.store import jobs as job_store
-from calsync.store import operators
+from calsync.store import operators, tokens
 from calsync.store.status import operator_statuses
 
 OPERATORS = ("ann@example.com", "bob@example.com", "cyd@example.com")
@@ -63,11 +63,15 @@ class Demo:
         self.base = f"http://127.0.0.1:{self.port}"
         self.server: uvicorn.Server | None = None
         self.client = httpx.Client(base_url=self.base, timeout=10)
+        self.token = ""
 
     # --- running -------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.runtime.prepare()
+        with self.runtime.db.transaction() as session:
+            _, self.token = tokens.create(session, "admin", "calsync demo")
+        self.client.headers["Authorization"] = f"Bearer {self.token}"
         config = uvicorn.Config(self.runtime.app(), log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True).start()
@@ -264,9 +268,11 @@ def run_demo(*, keep_running: bool, port: int, database: Path, console: Console)
             console.print(f"{address}: {count} occurrences in the window, {mark}")
         if keep_running:
             console.print(
-                f"\nExplore: {demo.base}/api/v1/operators/ann@example.com/calendar.ics  •  "
-                f"{demo.base}/api/v1/operators/bob@example.com/appointments?start=...&end=...  •  "
-                f"emulator control API {demo.emulator.base_url}/emulator/  (Ctrl-C to stop)"
+                f"\nExplore: the web admin at {demo.base}/admin/ and the API at {demo.base}/api/v1/ "
+                f"(OpenAPI: /api/v1/openapi.json) with the admin token\n  {demo.token}\n"
+                f"e.g. curl -H 'Authorization: Bearer {demo.token}' "
+                f"{demo.base}/api/v1/operators/ann@example.com/calendar.ics\n"
+                f"The emulator's control API: {demo.emulator.base_url}/emulator/  (Ctrl-C to stop)"
             )
             threading.Event().wait()
     except KeyboardInterrupt:

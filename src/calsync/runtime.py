@@ -4,6 +4,10 @@
 jobs. Across processes, a notification stored by one process wakes the processors of the others through
 PostgreSQL LISTEN/NOTIFY; within a process the listener wakes the processor directly.
 
+Settings changed at run time (``calsync.store.overrides``, written by the admin API) are applied by every
+runtime within a scheduler tick: :meth:`Runtime.refresh_settings` rebuilds ``runtime.settings`` from the
+start-up settings and the overrides, validated as at start-up.
+
 Every runtime has a failure tracker (``calsync.alerts``): the processor and ManagePushSubscriptions report
 failures and successes to it, and its dispatcher thread sends the failure e-mails and recovery notices
 (every node runs one; the database keeps each e-mail single).
@@ -14,27 +18,40 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from fastapi import FastAPI
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
+from calsync import logs
+from calsync.admin.pages import routes as admin_pages
 from calsync.alerts.mailer import Mailer
 from calsync.alerts.tracker import FailureTracker
-from calsync.api.calendar import CalendarApi
+from calsync.api import health
+from calsync.api.app import build as build_api
+from calsync.api.context import AdminContext
 from calsync.jobs.manage_subscriptions import manage
 from calsync.jobs.process_notifications import NotificationProcessor, ProcessorSettings
 from calsync.jobs.scheduler import Scheduler
 from calsync.listener.app import Listener
-from calsync.settings import Settings, listener_callback_url, listener_secrets
+from calsync.metrics import Metrics
+from calsync.settings import (
+    Settings,
+    SettingsError,
+    api_tokens_of,
+    listener_callback_url,
+    listener_secrets,
+    with_changes,
+)
 from calsync.sources.base import Source
 from calsync.store import jobs as job_store
+from calsync.store import overrides as override_store
 from calsync.store.db import WAKE_CHANNEL, Database
 
 log = logging.getLogger("calsync")
+
+RECONCILIATION_CHECK_SECONDS = 900  # how often Reconciliation looks for mailboxes without a recent pass
 
 
 def job_intervals(settings: Settings) -> dict[str, int]:
@@ -42,6 +59,7 @@ def job_intervals(settings: Settings) -> dict[str, int]:
     return {
         job_store.PROCESS_NOTIFICATIONS: settings.process_notifications_interval_seconds,
         job_store.MANAGE_SUBSCRIPTIONS: settings.manage_subscriptions_interval_seconds,
+        job_store.RECONCILIATION: RECONCILIATION_CHECK_SECONDS,
     }
 
 
@@ -68,14 +86,17 @@ def secrets_of(settings: Settings) -> list[str]:
     """Every secret in the settings, to be kept out of e-mails and stored messages."""
     names = ("password", "oauth_client_secret", "smtp_password", "listener_secret", "listener_previous_secret")
     values = [getattr(settings, name, None) for name in names]
-    return [value.get_secret_value() for value in values if value is not None]
+    found = [value.get_secret_value() for value in values if value is not None]
+    if settings.api_tokens is not None:
+        found += [token for _, token in api_tokens_of(settings.api_tokens.get_secret_value())]
+    return found
 
 
-def make_tracker(settings: Settings, db: Database) -> FailureTracker:
+def make_tracker(settings: Settings, db: Database, status_frequency: Callable[[], int] | None = None) -> FailureTracker:
     return FailureTracker(
         db,
         Mailer.from_settings(settings),
-        status_frequency=lambda: settings.status_frequency,
+        status_frequency=status_frequency or (lambda: settings.status_frequency),
         secrets=secrets_of(settings),
     )
 
@@ -91,21 +112,29 @@ class Runtime:
         tracker: FailureTracker | None = None,
     ) -> None:
         self.settings = settings
+        self.startup_settings = settings  # what the file and environment say; runtime overrides apply on top
+        self._applied_overrides: dict[str, Any] = {}
         self.db = db or Database(settings.database_url)
+        logs.mask(secrets_of(settings))  # log lines never show a configured secret (calsync.logs)
+        self.metrics = Metrics(self.db)  # this runtime's own registry (calsync.metrics), served at /metrics
         self.source = source or make_source(settings)
-        self.tracker = tracker or make_tracker(settings, self.db)
+        self.tracker = tracker or make_tracker(settings, self.db, lambda: self.settings.status_frequency)
+        if self.tracker.metrics is None:
+            self.tracker.metrics = self.metrics
         self.processor = NotificationProcessor(
             self.db,
             self.source,
             lambda: ProcessorSettings(self.settings.batch_size, self.settings.past_window_days),
             threads=threads,
             tracker=self.tracker,
+            metrics=self.metrics,
         )
         self.scheduler = Scheduler(
             self.db,
             wake_processor=self.processor.wake,
             manage=self.manage_subscriptions,
             reconcile_hours=lambda: self.settings.reconcile_interval_hours,
+            on_tick=self.refresh_settings,
         )
         self.listener = Listener(
             self.db,
@@ -113,8 +142,8 @@ class Runtime:
             on_dirty=self.processor.wake,
             allowed_networks=settings.listener_allowed_networks,
             trust_forwarded_for=settings.listener_trust_forwarded_for,
+            metrics=self.metrics,
         )
-        self.calendar_api = CalendarApi(self.db)
         self._pg_thread: threading.Thread | None = None
         self._pg_stop = threading.Event()
 
@@ -125,6 +154,23 @@ class Runtime:
         self.db.upgrade()
         with self.db.transaction() as session:
             job_store.ensure(session, job_intervals(self.settings))
+
+    def refresh_settings(self) -> None:
+        """Apply the settings changed at run time (all nodes do this every scheduler tick)."""
+        with self.db.read() as session:
+            wanted = override_store.current(session)
+        if wanted == self._applied_overrides:
+            return
+        try:
+            changed = with_changes(self.startup_settings, wanted)
+        except SettingsError as exc:  # stored overrides were valid when stored; a new file may disagree
+            log.error("settings changed at run time cannot be applied", extra={"problems": exc.problems})
+            self._applied_overrides = wanted
+            return
+        self.settings = changed
+        self.tracker.mailer.recipients = tuple(changed.failure_recipients)
+        self._applied_overrides = wanted
+        log.info("settings changed at run time applied", extra={"changed": sorted(wanted)})
 
     def _secrets(self) -> list[str]:
         return listener_secrets(self.settings)  # the current secret; during a rotation's grace also the previous one
@@ -149,6 +195,10 @@ class Runtime:
             self._pg_stop.clear()
             self._pg_thread = threading.Thread(target=self._listen_postgres, name="calsync-pg-listen", daemon=True)
             self._pg_thread.start()
+
+    def jobs_running(self) -> bool:
+        """Whether this process's jobs are alive: the processor's workers and the scheduler (for /readyz)."""
+        return self.processor.alive() and self.scheduler.alive()
 
     def stop_jobs(self) -> None:
         self._pg_stop.set()
@@ -177,12 +227,11 @@ class Runtime:
 
     # --- HTTP ----------------------------------------------------------------------------------
 
-    def app(self, *, run_jobs: bool = True) -> Starlette:
-        async def healthz(request: Request) -> JSONResponse:
-            return JSONResponse({"ok": True})
+    def app(self, *, run_jobs: bool = True) -> FastAPI:
+        """The HTTP application: the listener, the API (admin and calendar), the admin pages and health."""
 
         @contextlib.asynccontextmanager
-        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if run_jobs:
                 self.start_jobs()
             try:
@@ -191,8 +240,25 @@ class Runtime:
                 if run_jobs:
                     self.stop_jobs()
 
-        routes: list[Any] = [Route("/healthz", healthz), *self.listener.routes(), *self.calendar_api.routes()]
-        return Starlette(routes=routes, lifespan=lifespan)
+        app = build_api(self.admin_context(), lifespan=lifespan)
+        # Outside the OpenAPI document: the listener (its own secret), health, the admin pages.
+        health_routes = health.routes(self.db, self.metrics, self.jobs_running if run_jobs else None)
+        app.router.routes.extend([*health_routes, *self.listener.routes(), *admin_pages()])
+        return app
+
+    def health_app(self, *, run_jobs: bool = True) -> Starlette:
+        """Only /metrics, /healthz and /readyz (``calsync worker --metrics-port``); starts nothing."""
+        return Starlette(routes=health.routes(self.db, self.metrics, self.jobs_running if run_jobs else None))
+
+    def admin_context(self) -> AdminContext:
+        return AdminContext(
+            db=self.db,
+            source=self.source,
+            settings=lambda: self.settings,
+            startup_settings=lambda: self.startup_settings,
+            poke_scheduler=self.scheduler.poke,
+            apply_settings=self.refresh_settings,
+        )
 
     def close(self) -> None:
         self.source.close()

@@ -872,10 +872,12 @@ RUNTIME_CHANGEABLE = (
 )
 
 
-def runtime_change_names(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """``changes`` keyed by snake_case names (classic names accepted); raises unless each may change at run time."""
+def runtime_change_names(changes: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``changes`` keyed by snake_case names (classic names accepted), and a problem for each key that is not a
+    setting changeable at run time."""
     result: dict[str, Any] = {}
     problems = []
+    allowed = ", ".join(setting_label(n) for n in RUNTIME_CHANGEABLE)
     for key, value in changes.items():
         name = _BY_LOWER.get(key.lower())
         if name is None:
@@ -884,18 +886,16 @@ def runtime_change_names(changes: Mapping[str, Any]) -> dict[str, Any]:
             problems.append(f"{setting_label(name)} cannot be changed while calsync runs (restart with a new value)")
         else:
             result[name] = value
-    if problems:
-        allowed = ", ".join(setting_label(n) for n in RUNTIME_CHANGEABLE)
-        raise SettingsError([f"{problem}; settings changeable at run time: {allowed}" for problem in problems])
-    return result
+    return result, [f"{problem}; settings changeable at run time: {allowed}" for problem in problems]
 
 
 def with_changes(settings: Settings, changes: Mapping[str, Any]) -> Settings:
     """``settings`` with ``changes`` (settings changeable at run time) applied, validated exactly as at start-up:
     raises :class:`SettingsError` listing every problem, and nothing else differs from ``settings``."""
     values: dict[str, Any] = {name: getattr(settings, name) for name in Settings.model_fields}
-    values.update(runtime_change_names(changes))
-    state = _LoadState()
+    named, problems = runtime_change_names(changes)
+    values.update(named)
+    state = _LoadState(problems=problems)
     token = _LOAD.set(state)
     try:
         changed = Settings.model_validate(values)  # the field validators only: no file, no environment

@@ -6,18 +6,17 @@
   exclusive end date; cancelled meetings with status "cancelled"; private items flagged);
 - ``GET /api/v1/operators/{email}/calendar.ics``: the whole synced calendar as RFC 5545.
 
-It reads the store only; it never reaches into the jobs.
+It reads the store only; it never reaches into the jobs. Callers need a token with the ``calendar`` or
+``admin`` role (``calsync.api.auth``).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
 
 from calsync.calendar.expand import expand_all, zone_for
 from calsync.calendar.ics import to_ics
@@ -26,6 +25,10 @@ from calsync.store import calendar, operators
 from calsync.store.db import Database
 from calsync.store.operators import OperatorError
 
+from . import schemas
+from .auth import CalendarReader
+from .context import Ctx
+
 MAX_RANGE = timedelta(days=3 * 366)
 
 
@@ -33,8 +36,7 @@ class BadRequest(ValueError):
     pass
 
 
-def _when(request: Request, name: str) -> datetime:
-    value = request.query_params.get(name)
+def _when(name: str, value: str) -> datetime:
     if not value:
         raise BadRequest(f"'{name}' is required: an ISO 8601 date or date-time, e.g. 2026-12-01T00:00:00Z")
     try:
@@ -76,52 +78,65 @@ def occurrence_json(o: Occurrence) -> dict[str, Any]:
     return out
 
 
-class CalendarApi:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+router = APIRouter(prefix="/operators", tags=["calendar"])
+ISO_HELP = "An ISO 8601 date or date-time, e.g. 2026-12-01 or 2026-12-01T00:00:00Z (UTC when no offset)."
 
-    def routes(self) -> list[Route]:
-        return [
-            Route("/api/v1/operators/{email}/appointments", self.appointments, methods=["GET"]),
-            Route("/api/v1/operators/{email}/calendar.ics", self.ics, methods=["GET"]),
-        ]
 
-    def occurrences(self, email: str, start: datetime, end: datetime) -> list[Occurrence]:
-        with self.db.read() as session:
+def occurrences(db: Database, email: str, start: datetime, end: datetime) -> list[Occurrence]:
+    """Every occurrence of ``email``'s calendar overlapping [start, end); raises OperatorError for no such operator."""
+    with db.read() as session:
+        operator = operators.require(session, email)
+        appointments = calendar.in_range(session, operator.id, start, end)
+    return expand_all(appointments, start, end)
+
+
+@router.get(
+    "/{email}/appointments",
+    summary="Every occurrence overlapping a range (series expanded)",
+    responses={400: {"model": schemas.Problem}, 404: {"model": schemas.Problem}},
+)
+def appointments(
+    email: str,
+    ctx: Ctx,
+    _: CalendarReader,
+    start: Annotated[str, Query(description=ISO_HELP)],
+    end: Annotated[str, Query(description=ISO_HELP)],
+) -> dict[str, Any]:
+    try:
+        begin, finish = _when("start", start), _when("end", end)
+        if finish <= begin:
+            raise BadRequest("'end' must be after 'start'")
+        if finish - begin > MAX_RANGE:
+            raise BadRequest("the range may span at most 3 years")
+        found = occurrences(ctx.db, email, begin, finish)
+    except BadRequest as exc:
+        raise HTTPException(400, str(exc)) from None
+    except OperatorError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return {
+        "operator": email.strip().lower(),
+        "start": begin.isoformat(),
+        "end": finish.isoformat(),
+        "appointments": [occurrence_json(o) for o in found],
+    }
+
+
+@router.get(
+    "/{email}/calendar.ics",
+    summary="The whole synced calendar as iCalendar (RFC 5545)",
+    response_class=Response,
+    responses={200: {"content": {"text/calendar": {}}}, 404: {"model": schemas.Problem}},
+)
+def ics(
+    email: str,
+    ctx: Ctx,
+    _: CalendarReader,
+) -> Response:
+    try:
+        with ctx.db.read() as session:
             operator = operators.require(session, email)
-            appointments = calendar.in_range(session, operator.id, start, end)
-        return expand_all(appointments, start, end)
-
-    async def appointments(self, request: Request) -> Response:
-        try:
-            start, end = _when(request, "start"), _when(request, "end")
-            if end <= start:
-                raise BadRequest("'end' must be after 'start'")
-            if end - start > MAX_RANGE:
-                raise BadRequest("the range may span at most 3 years")
-            found = await run_in_threadpool(self.occurrences, request.path_params["email"], start, end)
-        except BadRequest as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        except OperatorError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        return JSONResponse(
-            {
-                "operator": request.path_params["email"].lower(),
-                "start": start.isoformat(),
-                "end": end.isoformat(),
-                "appointments": [occurrence_json(o) for o in found],
-            }
-        )
-
-    def _ics(self, email: str) -> bytes:
-        with self.db.read() as session:
-            operator = operators.require(session, email)
-            appointments = calendar.all_for(session, operator.id)
-        return to_ics(appointments, calendar_name=f"{operator.email} (calsync)")
-
-    async def ics(self, request: Request) -> Response:
-        try:
-            body = await run_in_threadpool(self._ics, request.path_params["email"])
-        except OperatorError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
-        return Response(body, media_type="text/calendar; charset=utf-8")
+            stored = calendar.all_for(session, operator.id)
+    except OperatorError as exc:
+        raise HTTPException(404, str(exc)) from None
+    body = to_ics(stored, calendar_name=f"{operator.email} (calsync)")
+    return Response(body, media_type="text/calendar; charset=utf-8")

@@ -63,6 +63,10 @@ class Scheduler:
             self._thread.join(timeout=30)
         self._thread = None
 
+    def alive(self) -> bool:
+        """Whether the scheduler's thread is running."""
+        return self._thread is not None and self._thread.is_alive()
+
     def poke(self) -> None:
         """Look at the schedule now (after a run was requested or an operator enabled)."""
         self._poke.set()
