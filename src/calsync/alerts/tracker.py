@@ -46,15 +46,18 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from calsync.sources.base import SourceError
-from calsync.store import incidents
+from calsync.store import incidents, operators
 from calsync.store.db import Database
 from calsync.store.incidents import Notice, NoticeKind
 from calsync.store.tables import IncidentRow, utcnow
 
 from .mailer import Mail, Mailer, MailError, failure_mail, recovery_mail, scrub, storm_mail, storm_recovery_mail
+
+if TYPE_CHECKING:
+    from calsync.metrics import Metrics
 
 log = logging.getLogger("calsync.alerts")
 
@@ -104,8 +107,10 @@ class FailureTracker:
         storm_lookback: timedelta = STORM_LOOKBACK,
         secrets: Iterable[str] | Callable[[], Iterable[str]] = (),
         dispatch_seconds: float = DISPATCH_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics  # counts every failure recorded, by code (calsync.metrics)
         self.mailer = mailer or Mailer(host=None)
         self._status_frequency = status_frequency
         self.clock = clock
@@ -144,6 +149,8 @@ class FailureTracker:
         """One failed attempt for the operator (a sync pass, a subscribe, or a subscription found silent): start
         or extend its streak; open an incident when due."""
         now = now or self.clock()
+        if self.metrics is not None:
+            self.metrics.error(error.code)
         scope = scope_of(error.code)
         kind = "permanent" if error.kind == "permanent" else "transient"
         message = scrub(error.message, self.secrets())[:MAX_STORED_MESSAGE]
@@ -159,10 +166,11 @@ class FailureTracker:
                 row.origin = origin
                 if row.opened_at is None:  # until it is an incident, the streak shows its latest failure
                     row.code, row.kind, row.message = error.code, kind, message
-            opened = False
+            opened, mailbox = False, None
             if row.opened_at is None and (kind == "permanent" or now - row.first_failure_at >= self.threshold):
                 row.opened_at = now
                 opened = True
+                mailbox = operators.by_id(session, operator_id).email
             outcome = FailureOutcome(
                 "incident" if row.opened_at is not None else "failing",
                 row.code,
@@ -175,7 +183,8 @@ class FailureTracker:
             log.warning(
                 "incident opened",
                 extra={
-                    "operator_id": operator_id_for_log,
+                    "operator": operator_id_for_log,
+                    "mailbox": mailbox,
                     "code": outcome.code,
                     "kind": kind,
                     "failures": outcome.failures,
@@ -212,7 +221,12 @@ class FailureTracker:
                 row.resolved_at = now
                 log.info(
                     "incident resolved",
-                    extra={"operator_id": operator_id, "code": row.code, "failures": row.failures},
+                    extra={
+                        "operator": operator_id,
+                        "mailbox": operators.by_id(session, operator_id).email,
+                        "code": row.code,
+                        "failures": row.failures,
+                    },
                 )
         return ended
 

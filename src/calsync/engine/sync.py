@@ -83,6 +83,7 @@ def run_pass(
     log.info(
         "sync pass done",
         extra={
+            "operator": claim.operator_id,
             "mailbox": claim.email,
             "pages": result.pages,
             "upserts": result.upserts,

@@ -80,6 +80,7 @@ def manage(
                 with db.transaction() as session:
                     subscriptions.drop(session, operator_id)
                 result.dropped.append(email)
+                log.info("subscription dropped", extra={"operator": operator_id, "mailbox": email})
             if codes and tracker is not None:
                 _tracked(tracker.close_quietly, operator_id)
             continue
@@ -93,7 +94,10 @@ def manage(
         try:
             created = source.subscribe(email, callback_url, status_frequency)
         except SourceError as exc:
-            log.warning("subscribe failed", extra={"mailbox": email, "code": exc.code, "error": exc.message})
+            log.warning(
+                "subscribe failed",
+                extra={"operator": operator_id, "mailbox": email, "code": exc.code, "error": exc.message},
+            )
             result.failed[email] = exc.code
             with db.transaction() as session:
                 operators.record_error(session, operator_id, exc.code, exc.message)
@@ -117,7 +121,10 @@ def manage(
             work.mark_dirty(session, operator_id)  # initial sync, or catch-up after a silence
             db.wake(session)
         (result.subscribed if sub is None else result.recreated).append(email)
-        log.info("subscribed", extra={"mailbox": email, "recreated": sub is not None})
+        log.info(
+            "subscribed",
+            extra={"operator": operator_id, "mailbox": email, "recreated": sub is not None, "silent": silent},
+        )
     return result
 
 

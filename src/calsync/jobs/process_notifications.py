@@ -19,15 +19,17 @@ import logging
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from calsync.engine.sync import PassResult, Progress, restart_full, run_pass
 from calsync.sources.base import Source, SourceError
 from calsync.store import jobs as job_store
+from calsync.store import metrics as store_metrics
 from calsync.store import operators, work
 from calsync.store.db import Database
 from calsync.store.tables import utcnow
@@ -35,6 +37,7 @@ from calsync.store.work import LeaseLost
 
 if TYPE_CHECKING:
     from calsync.alerts.tracker import FailureTracker
+    from calsync.metrics import Metrics
 
 log = logging.getLogger("calsync.jobs.process")
 
@@ -70,6 +73,7 @@ class NotificationProcessor:
         owner: str | None = None,
         on_pass: Callable[[PassResult], None] | None = None,
         tracker: FailureTracker | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
         self.source = source
@@ -78,6 +82,7 @@ class NotificationProcessor:
         self.owner = owner or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self.on_pass = on_pass
         self.tracker = tracker
+        self.metrics = metrics
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -94,6 +99,10 @@ class NotificationProcessor:
             t = threading.Thread(target=self._loop, name=f"calsync-pass-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+
+    def alive(self) -> bool:
+        """Whether the worker threads are running (started, not stopped, none died)."""
+        return bool(self._workers) and all(t.is_alive() for t in self._workers)
 
     def stop(self) -> None:
         self._stop.set()
@@ -134,6 +143,10 @@ class NotificationProcessor:
 
     def run_claim(self, claim: work.Claim, progress: Progress | None = None) -> PassResult | None:
         settings = self.settings()
+        about = {"operator": claim.operator_id, "mailbox": claim.email}
+        received_at = self._oldest_notification(claim)
+        log.info("sync pass started", extra={**about, "full_sync": claim.full_sync or claim.sync_state is None})
+        started = time.monotonic()
         try:
             result = run_pass(
                 self.db,
@@ -145,35 +158,55 @@ class NotificationProcessor:
                 progress=progress,
             )
         except LeaseLost as exc:
-            log.warning("lease lost", extra={"mailbox": claim.email, "error": str(exc)})
+            self._count("lease_lost", started)
+            log.warning("lease lost", extra={**about, "error": str(exc)})
             return None
         except SourceError as exc:
+            self._count("failed", started)
             self._failed(claim, exc)
             return None
         except Exception as exc:  # keep the worker alive; the mailbox is retried
-            log.exception("sync pass crashed", extra={"mailbox": claim.email})
+            self._count("failed", started)
+            log.exception("sync pass crashed", extra=about)
             self._failed(claim, SourceError("transient", "internal_error", f"{type(exc).__name__}: {exc}"))
             return None
+        self._count("ok", started)
+        if self.metrics is not None and received_at is not None:
+            self.metrics.change_committed(received_at)
         self.passes += 1
         if self.tracker is not None:
             try:
                 self.tracker.record_success(claim.operator_id)
             except Exception:  # the pass is committed; a tracker hiccup must not turn it into a failure
-                log.exception("could not record the successful pass", extra={"mailbox": claim.email})
+                log.exception("could not record the successful pass", extra=about)
         if self.on_pass is not None:
             self.on_pass(result)
         return result
 
+    def _oldest_notification(self, claim: work.Claim) -> datetime | None:
+        """When the oldest notification this pass covers was received (for the latency metric only)."""
+        if self.metrics is None:
+            return None
+        try:
+            with self.db.read() as session:
+                return store_metrics.oldest_pending_notification(session, claim.operator_id, claim.last_notification_id)
+        except Exception:  # a metric must never stop a pass
+            log.warning("could not read the notification time", exc_info=True, extra={"operator": claim.operator_id})
+            return None
+
+    def _count(self, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.pass_finished(outcome, time.monotonic() - started)
+
     def _failed(self, claim: work.Claim, exc: SourceError) -> None:
-        log.warning(
-            "sync pass failed", extra={"mailbox": claim.email, "code": exc.code, "kind": exc.kind, "error": exc.message}
-        )
+        about = {"operator": claim.operator_id, "mailbox": claim.email}
+        log.warning("sync pass failed", extra={**about, "code": exc.code, "kind": exc.kind, "error": exc.message})
         outcome = None
         if self.tracker is not None:
             try:
                 outcome = self.tracker.record_failure(claim.operator_id, exc)
             except Exception:  # the mailbox must still be given back
-                log.exception("could not record the failure", extra={"mailbox": claim.email})
+                log.exception("could not record the failure", extra=about)
         if exc.kind == "sync_state_invalid":
             with self.db.transaction() as session:
                 work.release(session, claim)
