@@ -15,7 +15,13 @@ HTTP/1.1 on plain sockets so that the client costs as little CPU as possible:
 
 The ceiling is the same stack (uvicorn + Starlette, same uvicorn options) answering the same body with the same
 result envelope without parsing or storing it: a tiny app in this file, run the same way as its own process.
-Results go to bench/results/listener.json.
+Beside it, "calsync, no database": calsync's own HTTP application (``Runtime.app``, as ``calsync serve --no-jobs``
+builds it) with every check and the parsing of the listener, and its writer thread, but the storing replaced by an
+immediate OK: what the listener could acknowledge if storing cost nothing.
+
+For every server the CPU time its process used (user + system, all threads, from /proc) is divided by the
+notifications it acknowledged: a figure that moves less than requests per second when other work shares the
+machine. On PostgreSQL the database server's own CPU is not in it. Results go to bench/results/listener.json.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ T = "http://schemas.microsoft.com/exchange/services/2006/types"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SUBSCRIPTIONS = 100
 OPEN_RATE = 500.0
-console = Console()
+console = Console(width=150)
 
 
 def subscription_id(i: int) -> str:
@@ -99,6 +105,20 @@ def ceiling_server(port: int) -> None:
         return Response(result_envelope("OK"), media_type=RESULT_CONTENT_TYPE)
 
     app = Starlette(routes=[Route("/ews/notifications/{secret}", receive, methods=["POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, proxy_headers=False)
+
+
+def no_database_server(port: int) -> None:
+    """calsync's HTTP application (settings from CALSYNC_*), the listener's storing replaced by an immediate OK."""
+    import uvicorn
+
+    from calsync.listener.app import Outcome
+    from calsync.runtime import Runtime
+    from calsync.settings import load_settings
+
+    runtime = Runtime(load_settings(), threads=1)
+    runtime.listener.writer.store = lambda bodies: [Outcome("OK") for _ in bodies]
+    app = runtime.app(run_jobs=False)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, proxy_headers=False)
 
 
@@ -320,26 +340,55 @@ class Result:
     per_second: float
     p50_ms: float
     p99_ms: float
+    cpu_ms_per_ack: float | None = None  # CPU time of the server process per acknowledged notification
     ratio_to_ceiling: float | None = None
+    ratio_to_no_database: float | None = None
 
 
-def summarise(target: str, mode: str, latencies: list[float], seconds: float) -> Result:
+def summarise(
+    target: str, mode: str, latencies: list[float], seconds: float, cpu_seconds: float | None = None
+) -> Result:
     latencies.sort()
     p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
+    cpu = None if cpu_seconds is None else cpu_seconds * 1000 / len(latencies)
     return Result(
-        target, mode, len(latencies), seconds, len(latencies) / seconds, statistics.median(latencies) * 1000, p99 * 1000
+        target,
+        mode,
+        len(latencies),
+        seconds,
+        len(latencies) / seconds,
+        statistics.median(latencies) * 1000,
+        p99 * 1000,
+        cpu,
     )
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) the process has used, or None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_between(pid: int, before: float | None) -> float | None:
+    after = process_cpu(pid)
+    return None if before is None or after is None else after - before
 
 
 def measure(
     target: str, command: list[str], env: dict[str, str], cwd: str, port: int, args: argparse.Namespace
 ) -> list[Result]:
     out: list[Result] = []
-    with server(command, env, cwd, port):
+    with server(command, env, cwd, port) as proc:
         closed_loop(port, 1.0, args.threads)  # warm up
-        out.append(summarise(target, "closed loop", closed_loop(port, args.seconds, args.threads), args.seconds))
+        before = process_cpu(proc.pid)
+        latencies = closed_loop(port, args.seconds, args.threads)
+        out.append(summarise(target, "closed loop", latencies, args.seconds, cpu_between(proc.pid, before)))
+        before = process_cpu(proc.pid)
         latencies, elapsed = open_loop(port, args.seconds, OPEN_RATE, 8)
-        out.append(summarise(target, f"open loop {OPEN_RATE:.0f}/s", latencies, elapsed))
+        out.append(summarise(target, f"open loop {OPEN_RATE:.0f}/s", latencies, elapsed, cpu_between(proc.pid, before)))
     return out
 
 
@@ -361,9 +410,13 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "listener.json")
     parser.add_argument("--ceiling-server", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-database-server", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ceiling_server is not None:
         ceiling_server(args.ceiling_server)
+        return
+    if args.no_database_server is not None:
+        no_database_server(args.no_database_server)
         return
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
 
@@ -376,6 +429,13 @@ def main() -> None:
         env = clean_env()
         env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
         results += measure("ceiling", ceiling_cmd, env, tmp, port, args)
+
+        port = free_port()
+        console.print("[bold]calsync, no database[/bold]: calsync's app and listener, storing replaced by an OK")
+        plain_cmd = [sys.executable, "-m", "bench.listener", "--no-database-server", str(port)]
+        plain_env = clean_env(**calsync_settings(f"sqlite:///{Path(tmp) / 'unused.sqlite3'}", port))
+        plain_env["PYTHONPATH"] = env["PYTHONPATH"]
+        results += measure("calsync, no database", plain_cmd, plain_env, tmp, port, args)
 
         targets: list[tuple[str, object]] = [("SQLite", None)]
         if not args.no_postgres:
@@ -390,11 +450,14 @@ def main() -> None:
                 stored[name] = stored_count(url)
 
     ceiling = {r.mode: r for r in results if r.target == "ceiling"}
+    no_database = {r.mode: r for r in results if r.target == "calsync, no database"}
     for r in results:
         r.ratio_to_ceiling = r.per_second / ceiling[r.mode].per_second
+        r.ratio_to_no_database = r.per_second / no_database[r.mode].per_second
 
     table = Table(title=f"Listener intake ({args.threads} closed-loop connections, {args.seconds:.0f} s each)")
-    for column in ("server", "load", "acknowledged/s", "p50 ms", "p99 ms", "vs ceiling"):
+    columns = ("server", "load", "acknowledged/s", "p50 ms", "p99 ms", "CPU ms/ack", "vs ceiling", "vs no database")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("server", "load") else "right")
     for r in results:
         table.add_row(
@@ -403,7 +466,9 @@ def main() -> None:
             f"{r.per_second:,.0f}",
             f"{r.p50_ms:.1f}",
             f"{r.p99_ms:.1f}",
+            "-" if r.cpu_ms_per_ack is None else f"{r.cpu_ms_per_ack:.3f}",
             f"{r.ratio_to_ceiling:.2f}",
+            f"{r.ratio_to_no_database:.2f}",
         )
     console.print(table)
     console.print(f"notification rows stored: {stored}")

@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from sqlalchemy.orm import Session
 
 from calsync.alerts.catalogue import entry
 from calsync.settings import is_email_address
 from calsync.sources.base import SourceError
 from calsync.store import audit, operators
 from calsync.store import jobs as job_store
+from calsync.store.db import Transaction
 from calsync.store.status import OperatorStatus, operator_statuses
 from calsync.store.tables import utcnow
 
@@ -106,7 +106,7 @@ def _change(
     email: str,
     action: str,
     detail: dict[str, object],
-    change: Callable[[Session, str], object],
+    change: Callable[[Transaction, str], object],
 ) -> None:
     address = _address(email)
     with ctx.db.transaction() as session:
@@ -184,7 +184,7 @@ def update_operator(
 ) -> schemas.Operator:
     changes = body.model_dump(exclude_unset=True)
 
-    def change(session: Session, address: str) -> None:
+    def change(session: Transaction, address: str) -> None:
         operator = operators.require(session, address)
         if "display_name" in changes:
             operator.display_name = changes["display_name"]

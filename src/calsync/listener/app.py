@@ -39,6 +39,21 @@ order a request meets it:
    an enabled operator. Otherwise nothing of it is stored and the answer is Unsubscribe (a real push carries one
    subscription; a body mixing ours with others is not Exchange's).
 
+**Storing: group commit.** Storing is done by one writer thread per listener (:class:`GroupWriter`), not by
+the request: the request queues its parsed body and awaits its own result. The writer takes everything queued
+(at most :data:`MAX_GROUP` bodies) and stores it in one transaction (:meth:`Listener.record_group`): one lookup
+of all the subscriptions, then the event rows, the subscriptions' counters and the dirty mailboxes of the
+whole group (:class:`calsync.store.inbox.Batch`: one statement on PostgreSQL, three on SQLite), one
+``pg_notify``, one commit, on a connection the writer keeps while it has work (no pool checkout or ping per
+transaction). While that commit is in flight the next pushes queue up and go into the next transaction
+together, so the pushes per commit grow with the load; a lone push waits for nobody. Each body is decided on its own
+(OK, or Unsubscribe with nothing of it stored), and every request is answered only after the transaction that
+holds its body has committed. If that transaction fails, no request of the group is answered from it: the
+writer stores each body of the group again in a transaction of its own, so one bad push (or a deadlock, or a
+lost connection) fails only its own request (500, and Exchange sends it again) while the others are
+acknowledged. A body of a failed group may then be stored twice if the failed commit did in fact reach the
+database (a lost connection during COMMIT); a duplicate is harmless, as when Exchange delivers a push twice.
+
 **Floods.** Refusals are cheap (no body is read for 403, 404 or a declared oversize; hostile XML is refused by a
 byte scan), and a per-address :class:`RefusalLimiter` (a token bucket: :data:`REFUSAL_BURST` refusals at once,
 then :data:`REFUSALS_PER_SECOND` per second) turns further refusals into ``429 Too Many Requests`` with
@@ -54,22 +69,25 @@ processes each has its own limiter.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
+import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from typing import Literal
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from calsync.store import inbox
-from calsync.store.db import Database
+from calsync.store.db import Database, WriterConnection
 
 from .notifications import (
     MAX_BODY_BYTES,
@@ -80,6 +98,9 @@ from .notifications import (
     result_envelope,
 )
 
+if TYPE_CHECKING:
+    from calsync.metrics import Metrics
+
 log = logging.getLogger("calsync.listener")
 
 PATH = "/ews/notifications/{secret}"
@@ -88,6 +109,8 @@ REFUSALS_PER_SECOND = 10.0  # refused requests per second one address may make b
 REFUSAL_BURST = 20  # ...after a burst of this many
 MAX_CLIENTS = 10_000  # addresses the limiter remembers
 MAX_ID_CHARS = 512  # the store's width for ItemId/FolderId (notifications.item_id); longer bodies are refused
+MAX_GROUP = 256  # push bodies stored in one transaction at most
+WRITER_IDLE_SECONDS = 2.0  # the writer thread ends after this long without work (and starts again on demand)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -186,6 +209,147 @@ class RefusalLimiter:
             return outcome
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class _Queued(Generic[T, R]):
+    item: T
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[R]
+
+
+def _settle(answers: list[tuple[asyncio.Future[R], R | BaseException]]) -> None:
+    for future, result in answers:
+        if future.done():  # the request was cancelled meanwhile (its client went away)
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+class GroupWriter(Generic[T, R]):
+    """One thread doing ``store`` for coroutines, in groups: whatever was queued while the previous group was
+    being stored becomes the next group (at most ``max_group`` items; no waiting for more).
+
+    ``store`` gets a group of items and returns, for each item in order, its result or the exception that is
+    that item's outcome; :meth:`submit` returns the result or raises the exception. If ``store`` itself raises
+    (or returns a wrong number of results), every item of the group gets that error. Results go back to each
+    event loop with one ``call_soon_threadsafe`` per loop and group. The thread starts on the first
+    :meth:`submit` and ends after ``idle_seconds`` without work, or at :meth:`close` (once what was queued
+    before is done), calling ``on_idle`` in that thread as it ends; a later :meth:`submit` starts it again.
+    """
+
+    _STOP = object()
+
+    def __init__(
+        self,
+        store: Callable[[list[T]], Sequence[R | BaseException]],
+        *,
+        max_group: int = MAX_GROUP,
+        idle_seconds: float = WRITER_IDLE_SECONDS,
+        name: str = "calsync-writer",
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        if max_group < 1 or idle_seconds <= 0:
+            raise ValueError("max_group must be at least 1 and idle_seconds positive")
+        self.store = store
+        self.max_group = max_group
+        self.idle_seconds = idle_seconds
+        self.name = name
+        self.on_idle = on_idle
+        self._queue: queue.SimpleQueue[_Queued[T, R] | object] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.groups = 0  # groups stored (each one call of ``store``)
+        self.items = 0  # items in them
+
+    async def submit(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue.put(_Queued(item, loop, future))
+        with self._lock:  # after the put: a thread that is about to end sees the item and carries on
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        return await future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Store what is queued, then end the thread (waiting at most ``timeout`` seconds for it)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(self._STOP)
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while True:  # ends when idle or told to stop, with nothing queued
+                try:
+                    first = self._queue.get(timeout=self.idle_seconds)
+                except queue.Empty:
+                    first = self._STOP
+                if first is self._STOP:
+                    with self._lock:  # a submit now waits, then finds no thread and starts one
+                        if self._queue.empty():
+                            self._idle()
+                            self._thread = None
+                            return
+                    continue
+                group = [first]
+                while len(group) < self.max_group:
+                    try:
+                        group.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                queued = [q for q in group if isinstance(q, _Queued)]
+                if len(queued) < len(group):
+                    self._queue.put(self._STOP)  # a stop taken with the group: honoured once the queue is empty
+                self._write(queued)
+        except BaseException:  # not expected: let the next submit start a new thread rather than wait forever
+            with self._lock:
+                self._thread = None
+            raise
+
+    def _idle(self) -> None:
+        if self.on_idle is not None:
+            try:
+                self.on_idle()
+            except Exception:
+                log.exception("the writer's idle hook failed")
+
+    def _write(self, group: list[_Queued[T, R]]) -> None:
+        results: list[R | BaseException]
+        try:
+            results = list(self.store([q.item for q in group]))
+            if len(results) != len(group):
+                raise RuntimeError(f"{len(results)} results for a group of {len(group)}")
+        except Exception as exc:
+            log.exception("storing a group failed", extra={"group": len(group)})
+            results = [exc] * len(group)
+        self.groups += 1
+        self.items += len(group)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R | BaseException]]] = {}
+        for q, result in zip(group, results, strict=True):
+            by_loop.setdefault(q.loop, []).append((q.future, result))
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these any more
+                loop.call_soon_threadsafe(_settle, answers)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What storing one push body came to: the SubscriptionStatus to answer, whether a mailbox became dirty,
+    and for Unsubscribe the subscription id that is not ours (or not an enabled operator's) and what we know
+    of it."""
+
+    status: Literal["OK", "Unsubscribe"]
+    dirty: bool = False
+    stranger: tuple[str, inbox.Delivery | None] | None = None
+
+
 class Listener:
     def __init__(
         self,
@@ -196,6 +360,7 @@ class Listener:
         allowed_networks: Iterable[str | IPNetwork] = (),
         trust_forwarded_for: bool = False,
         limiter: RefusalLimiter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
         self.secrets = secrets  # the current secret, and during a rotation the previous one too
@@ -206,6 +371,11 @@ class Listener:
         self.received = 0  # notifications answered (OK or Unsubscribe)
         self.refused = 0  # requests refused with their own 4xx (403, 404, 400, 413, 415)
         self.limited = 0  # requests refused with 429 because their address had used up its refusals
+        self.metrics = metrics  # Prometheus counters (calsync.metrics); None: not counted
+        self.writer: GroupWriter[list[Notification], Outcome] = GroupWriter(
+            self.record_group, name="calsync-intake", on_idle=self._drop_connection
+        )
+        self._connection: WriterConnection | None = None  # the writer thread's own, while it runs
 
     def routes(self) -> list[Route]:
         return [Route(PATH, self.receive, methods=["POST"])]
@@ -223,12 +393,16 @@ class Listener:
         """Answer a refused request: its own status, or 429 once its address has used up its refusals."""
         if self.limiter.limited(key):
             self.limited += 1
+            if self.metrics is not None:
+                self.metrics.request_refused(429)
             return PlainTextResponse(
                 "too many refused requests",
                 status_code=429,
                 headers={"Retry-After": str(max(1, round(1 / self.limiter.rate)))},
             )
         self.refused += 1
+        if self.metrics is not None:
+            self.metrics.request_refused(status)
         charged = self.limiter.charge(key)
         if charged == "emptied":
             log.warning(
@@ -263,34 +437,106 @@ class Listener:
             return self._refuse(key, exc.status, exc.reason)
         if any(len(e.item_id or e.folder_id or "") > MAX_ID_CHARS for note in notes for e in note.events):
             return self._refuse(key, 400, f"an ItemId or FolderId is longer than {MAX_ID_CHARS} characters")
-        status, dirty = await run_in_threadpool(self.record, notes)
+        outcome = await self.writer.submit(notes)  # answered only once stored (or raises: a 500, never an OK)
+        status, dirty = outcome.status, outcome.dirty
+        if outcome.stranger is not None:
+            self._unsubscribing(*outcome.stranger)
         self.received += 1
+        if self.metrics is not None and status == "OK":
+            self.metrics.notification_received("event" if dirty else "status")
         if dirty:
             self.on_dirty()
         return Response(result_envelope(status), media_type=RESULT_CONTENT_TYPE)
 
+    def close(self) -> None:
+        """Store what is queued and stop the writer thread (it starts again with the next push)."""
+        self.writer.close()
+
     def record(self, notes: list[Notification]) -> tuple[Literal["OK", "Unsubscribe"], bool]:
-        """Store the notifications; returns the SubscriptionStatus to answer and whether a mailbox got dirty."""
-        dirty = False
-        with self.db.transaction() as session:
-            deliveries: list[inbox.Delivery] = []
-            for note in notes:  # every notification must be ours before anything of the body is stored
-                delivery = inbox.lookup(session, note.subscription_id)
-                if delivery is None or not delivery.enabled:
-                    log.info(
-                        "unsubscribing",
-                        extra={"subscription": note.subscription_id[:16], "known": delivery is not None},
-                    )
-                    return "Unsubscribe", False
-                deliveries.append(delivery)
-            for note, delivery in zip(notes, deliveries, strict=True):
-                events = [
-                    inbox.InboxEvent(e.kind, e.item_id or e.folder_id, e.watermark)
-                    for e in note.events
-                    if e.kind != "StatusEvent"
-                ]
-                if inbox.record(session, delivery.operator_id, note.subscription_id, events, note.last_watermark):
-                    dirty = True
-            if dirty:
+        """Store one push body in a transaction of its own; returns the SubscriptionStatus to answer and
+        whether a mailbox got dirty. Raises if it could not be stored."""
+        outcome = self._store([notes])[0]
+        if outcome.stranger is not None:
+            self._unsubscribing(*outcome.stranger)
+        return outcome.status, outcome.dirty
+
+    def record_group(self, bodies: list[list[Notification]]) -> list[Outcome | BaseException]:
+        """Store push bodies (the writer thread's ``store``): all in one transaction on the writer's own
+        connection; when that fails, each again in a transaction of its own on a connection from the pool (checked
+        on checkout), so that a failure is the outcome of the bodies it concerns only, and a connection that died
+        while idle costs no push."""
+        try:
+            if self._connection is None:
+                self._connection = self.db.writer_connection()
+            return list(self._store(bodies, self._connection))
+        except Exception as exc:
+            self._drop_connection()
+            log.warning(
+                "storing pushes failed; storing each again on its own",
+                extra={"pushes": len(bodies), "error": repr(exc)[:300]},
+            )
+        outcomes: list[Outcome | BaseException] = []
+        for notes in bodies:
+            try:
+                outcomes.append(self._store([notes])[0])
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()  # back to the pool, which discards it if it is broken
+            except Exception:
+                log.warning("closing the writer's connection failed", exc_info=True)
+
+    def _store(self, bodies: list[list[Notification]], connection: WriterConnection | None = None) -> list[Outcome]:
+        """One transaction: each body is stored whole if every notification in it is for a subscription of an
+        enabled operator, else nothing of it is (Unsubscribe). Raises if the transaction fails."""
+        outcomes: list[Outcome] = []
+        with self.db.transaction(connection) as session:
+            found = inbox.lookup_many(session, (note.subscription_id for notes in bodies for note in notes))
+            batch = inbox.Batch()
+            for notes in bodies:
+                stranger = next(
+                    (
+                        (note.subscription_id, found.get(note.subscription_id))
+                        for note in notes
+                        if note.subscription_id not in found or not found[note.subscription_id].enabled
+                    ),
+                    None,
+                )
+                if stranger is not None:  # every notification must be ours before anything of the body is stored
+                    outcomes.append(Outcome("Unsubscribe", stranger=stranger))
+                    continue
+                dirty = False
+                for note in notes:
+                    events = [
+                        inbox.InboxEvent(e.kind, e.item_id or e.folder_id, e.watermark)
+                        for e in note.events
+                        if e.kind != "StatusEvent"
+                    ]
+                    operator_id = found[note.subscription_id].operator_id
+                    if inbox.record(
+                        session, operator_id, note.subscription_id, events, note.last_watermark, batch=batch
+                    ):
+                        dirty = True
+                outcomes.append(Outcome("OK", dirty))
+            batch.write(session)
+            if any(o.dirty for o in outcomes):
                 self.db.wake(session)
-        return "OK", dirty
+        return outcomes
+
+    def _unsubscribing(self, subscription_id: str, delivery: inbox.Delivery | None) -> None:
+        log.info(
+            "unsubscribing",
+            extra={
+                "subscription": subscription_id[:16],
+                "known": delivery is not None,
+                "operator": None if delivery is None else delivery.operator_id,
+                "mailbox": None if delivery is None else delivery.email,
+            },
+        )
+        if self.metrics is not None:
+            self.metrics.notification_refused("operator_disabled" if delivery else "unknown_subscription")

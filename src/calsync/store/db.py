@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("calsync.store")
@@ -28,6 +29,10 @@ def normalise_url(url: str) -> URL:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+WriterConnection = Connection  # what Database.writer_connection hands out (its holder needs to know no more)
+Transaction = Session  # what Database.transaction() and read() yield, for code outside the store to name it
 
 
 class Database:
@@ -55,10 +60,18 @@ class Database:
         self._write_sessions = sessionmaker(bind=self._write_engine, expire_on_commit=False)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A read-write transaction: committed when the block ends, rolled back if it raises."""
-        with self._write_sessions() as session, session.begin():
+    def transaction(self, connection: WriterConnection | None = None) -> Iterator[Session]:
+        """A read-write transaction: committed when the block ends, rolled back if it raises. It runs on
+        ``connection`` when given (one from :meth:`writer_connection`), else on a connection from the pool."""
+        sessions = self._write_sessions if connection is None else partial(self._write_sessions, bind=connection)
+        with sessions() as session, session.begin():
             yield session
+
+    def writer_connection(self) -> WriterConnection:
+        """A write connection for one thread that runs many short transactions in a row (the listener's writer):
+        taken from the pool once, so its transactions skip the pool's checkout and liveness ping (a round trip
+        on PostgreSQL). The caller closes it, and after an error takes a new one."""
+        return self._write_engine.connect()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
