@@ -307,6 +307,7 @@ def main() -> None:
         missing=missing,
         latency=[asdict(r) for r in rows],
         changes=[{"seq": c.seq, "kind": c.kind, "latency_s": c.latency, "mailbox": c.mailbox} for c in changes],
+        floor_s=floor_times,
     )
 
 
