@@ -434,6 +434,9 @@ class CrashingSource(Source):
         return self.inner.check_mailbox(mailbox)
 
 
+CRASH_LEASE = 3.0
+
+
 def test_a_crash_mid_pass_loses_and_duplicates_nothing(schema_dir: Path, database_url: str, tmp_path: Path) -> None:
     emulator = start_emulator(schema_dir, mailboxes=[])
     emulator.add_mailbox(ANN, populate_count=80, seed=5)
@@ -445,7 +448,8 @@ def test_a_crash_mid_pass_loses_and_duplicates_nothing(schema_dir: Path, databas
         with h.runtime.db.transaction() as session:
             op = operators.add(session, ANN, enabled=True)
             work.mark_dirty(session, op.id)
-            claim = work.claim(session, "crashing-worker", 0.5, operator_id=op.id)
+            # a lease long enough for the crashing pass to reach its crash even on a busy machine
+            claim = work.claim(session, "crashing-worker", CRASH_LEASE, operator_id=op.id)
         assert claim is not None
         with pytest.raises(KeyboardInterrupt):
             run_pass(
@@ -454,9 +458,9 @@ def test_a_crash_mid_pass_loses_and_duplicates_nothing(schema_dir: Path, databas
                 claim,
                 batch_size=7,
                 past_window_days=180,
-                lease_seconds=0.5,
+                lease_seconds=CRASH_LEASE,
             )
-        time.sleep(0.6)  # the dead worker's lease runs out; the regular workers take over
+        time.sleep(CRASH_LEASE + 0.1)  # the dead worker's lease runs out; the regular workers take over
         h.enable(ANN)
         h.assert_matches(ANN)
         assert LEASE_SECONDS > 0
