@@ -181,6 +181,7 @@ class Runtime:
             callback_url=listener_callback_url(self.settings),
             status_frequency=self.settings.status_frequency,
             tracker=self.tracker,
+            on_dirty=self.processor.wake,
         )
         return result.summary()
 

@@ -52,7 +52,10 @@ def manage(
     callback_url: str,
     status_frequency: int,
     tracker: FailureTracker | None = None,
+    on_dirty: Callable[[], None] | None = None,
 ) -> ManageResult:
+    """Subscribe, recreate or drop as the module docstring says. ``on_dirty`` wakes this process's processor
+    when a mailbox was marked for its initial sync or a catch-up (other processes are woken by ``db.wake``)."""
     result = ManageResult()
     now = utcnow()
     with db.read() as session:
@@ -120,6 +123,8 @@ def manage(
             )
             work.mark_dirty(session, operator_id)  # initial sync, or catch-up after a silence
             db.wake(session)
+        if on_dirty is not None:
+            on_dirty()
         (result.subscribed if sub is None else result.recreated).append(email)
         log.info(
             "subscribed",
