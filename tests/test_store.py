@@ -560,13 +560,19 @@ def test_marks_during_a_pass_make_exactly_one_more_pass(database_url: str, db: D
     for _ in range(3):
         mark(db, ann)
     assert claim(db, "w2") is None  # still leased by w1
-    in_tx(db, lambda s: work.finish(s, first))
-    assert due(db) == 1
-    second = claim(db, "w2")
+    in_tx(db, lambda s: work.finish(s, first, now=T0))
+    # the follow-up pass is held back a moment, so a burst still arriving is read by that one pass
+    held = T0 + work.FOLLOW_UP_HOLD
+    assert due(db, now=held - timedelta(milliseconds=1)) == 0
+    assert claim(db, "w2", now=held - timedelta(milliseconds=1)) is None
+    assert in_read(db, lambda s: work.next_due_in(s, now=T0)) == pytest.approx(0.3)
+    assert due(db, now=held) == 1
+    second = claim(db, "w2", now=held)
     assert second is not None and second.generation == 4 and second.fence > first.fence
-    in_tx(db, lambda s: work.finish(s, second))
-    assert due(db) == 0
-    assert claim(db, "w3") is None
+    in_tx(db, lambda s: work.finish(s, second, now=held))
+    assert due(db, now=held + timedelta(seconds=1)) == 0
+    assert claim(db, "w3", now=held + timedelta(seconds=1)) is None
+    assert in_read(db, lambda s: work.next_due_in(s, now=held)) is None  # nothing waits: no hold left behind
 
 
 def test_an_expired_lease_is_taken_over_and_the_old_worker_cannot_commit(database_url: str, db: Database) -> None:
@@ -810,8 +816,9 @@ def test_finish_marks_only_the_notifications_the_pass_covers(database_url: str, 
         assert inbox.pending_count(session, subscribed) == 1
         pending = session.scalars(select(NotificationRow.item_id).where(NotificationRow.processed.is_(False))).all()
         assert pending == ["A3"]
-    assert due(db) == 1  # and one more pass is owed for it
-    again = claim(db)
+    later = utcnow_plus(work.FOLLOW_UP_HOLD)
+    assert due(db, now=later) == 1  # and one more pass is owed for it (after the follow-up hold)
+    again = claim(db, now=later)
     assert again is not None
     in_tx(db, lambda s: work.finish(s, again))
     assert in_read(db, lambda s: inbox.pending_count(s, subscribed)) == 0

@@ -358,11 +358,14 @@ def test_a_burst_of_notifications_coalesces_into_few_passes(harness: Harness) ->
     harness.quiet()
     before = len(harness.passes)
     outlook = harness.emulator.outlook(ANN)
-    for i in range(20):
+    for i in range(20):  # spread over about 200 ms, as a person's or an application's burst would be
         outlook.create({"subject": f"Burst {i}", "start": (utcnow() + dt.timedelta(days=3, hours=i)).isoformat()})
+        time.sleep(0.01)
     harness.assert_matches(ANN)
     passes = len(harness.passes) - before
-    assert 1 <= passes <= 6, passes  # 20 changes x 2 pushes each would be 40 passes without coalescing
+    # 20 changes x 2 pushes each would be 40 passes without coalescing; the first pass starts at once and the
+    # follow-up hold (work.FOLLOW_UP_HOLD) lets the rest of the burst gather for one more pass
+    assert 1 <= passes <= 3, passes
 
 
 def test_a_dead_subscription_is_recreated_and_the_gap_caught_up(harness: Harness) -> None:

@@ -121,9 +121,18 @@ class NotificationProcessor:
                 log.exception("processor loop failed; retrying")
                 ran = False
             if not ran:
-                # Idle: a notification or the scheduler wakes us; the timeout only catches retries coming due.
-                self._wake.wait(timeout=IDLE_SECONDS)
+                # Idle: a notification or the scheduler wakes us; the timeout catches a follow-up pass or a
+                # retry coming due (no later than IDLE_SECONDS, the safety net).
+                self._wake.wait(timeout=self._idle_seconds())
                 self._wake.clear()
+
+    def _idle_seconds(self) -> float:
+        try:
+            with self.db.read() as session:
+                due_in = work.next_due_in(session)
+        except Exception:  # the database went away: the loop's own retry handles it
+            return IDLE_SECONDS
+        return IDLE_SECONDS if due_in is None else min(IDLE_SECONDS, due_in + 0.01)
 
     def run_available(self) -> bool:
         """Run passes until no mailbox is waiting; true if at least one pass ran."""

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 
 from .tables import MailboxWork, NotificationRow, Operator, SyncStateRow, utcnow
 
+FOLLOW_UP_HOLD = timedelta(milliseconds=300)  # how long a mailbox marked dirty during its pass waits for the next
+
 
 class LeaseLost(Exception):
     """Another worker holds this mailbox now; this worker's results must not be committed."""
@@ -117,7 +119,9 @@ def check_fence(
 
 
 def finish(session: Session, claim: Claim, *, now: datetime | None = None) -> None:
-    """The pass is complete: the generation it started from is done; release the mailbox."""
+    """The pass is complete: the generation it started from is done; release the mailbox. If it was marked
+    dirty again during the pass, the next pass waits :data:`FOLLOW_UP_HOLD`, so that a burst of changes that
+    is still arriving is read by one more pass rather than by one pass per change."""
     now = now or utcnow()
     check_fence(session, claim)
     work = session.get(MailboxWork, claim.operator_id)
@@ -128,7 +132,8 @@ def finish(session: Session, claim: Claim, *, now: datetime | None = None) -> No
     work.lease_owner, work.lease_until = None, None
     work.last_pass_finished = now
     work.passes += 1
-    work.attempts, work.not_before = 0, None
+    work.attempts = 0
+    work.not_before = now + FOLLOW_UP_HOLD if work.dirty_gen > work.done_gen else None
     session.execute(
         update(NotificationRow)
         .where(
@@ -138,6 +143,19 @@ def finish(session: Session, claim: Claim, *, now: datetime | None = None) -> No
         )
         .values(processed=True)
     )
+
+
+def next_due_in(session: Session, *, now: datetime | None = None) -> float | None:
+    """Seconds until the earliest mailbox that waits for its ``not_before`` (a follow-up hold or a retry) comes
+    due; None when none waits."""
+    now = now or utcnow()
+    earliest = session.scalar(
+        select(func.min(MailboxWork.not_before)).where(
+            or_(MailboxWork.dirty_gen > MailboxWork.done_gen, MailboxWork.full_sync.is_(True)),
+            MailboxWork.not_before > now,
+        )
+    )
+    return None if earliest is None else max(0.0, (earliest - now).total_seconds())
 
 
 def release(session: Session, claim: Claim, *, retry_at: datetime | None = None) -> None:
