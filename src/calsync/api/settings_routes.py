@@ -28,6 +28,7 @@ def _json(value: Any) -> Any:
 
 
 def _view(ctx: AdminContext) -> schemas.SettingsView:
+    ctx.apply_settings()  # a node without jobs has no scheduler tick to apply changes made on another node
     settings = ctx.settings()
     with ctx.db.read() as session:
         stored = overrides.current(session)
