@@ -55,13 +55,13 @@ from calsync.listener.app import (
 )
 from calsync.listener.notifications import MAX_BODY_BYTES, NotificationRejected, parse_send_notification
 from calsync.runtime import Runtime
-from calsync.settings import CLASSIC_NAMES, SettingsError, listener_callback_url, listener_secrets, load_settings
+from calsync.settings import SettingsError, listener_callback_url, listener_secrets, load_settings
 from calsync.sources.base import ChangePage, MailboxCheck, Source, Subscription
 from calsync.store import operators, subscriptions
 from calsync.store.tables import NotificationRow, SubscriptionRow
 
 from .conftest import SAMPLES_DIR
-from .test_listener_app import sample
+from .test_listener_app import clean_environment, sample
 
 OLD_SECRET = "old-secret-" + "o" * 21
 NEW_SECRET = "new-secret-" + "n" * 21
@@ -151,11 +151,7 @@ class RecordingSource(Source):
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No CALSYNC_* or classic variable from the shell, no calsync.toml from the working directory."""
-    classic = {name.lower() for name in CLASSIC_NAMES.values()}
-    for key in list(os.environ):
-        if key.upper().startswith("CALSYNC_") or key.lower() in classic:
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+    clean_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture

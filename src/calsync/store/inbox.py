@@ -78,6 +78,24 @@ class _Heard:
     watermark: str | None = None
 
 
+def _event_rows(
+    operator_id: int, subscription_id: str, events: Iterable[InboxEvent], now: datetime
+) -> list[dict[str, object]]:
+    """The ``notifications`` rows of one push, for a Core insert."""
+    return [
+        {
+            "operator_id": operator_id,
+            "subscription_id": subscription_id,
+            "received_at": now,
+            "kind": e.kind,
+            "item_id": e.item_id,
+            "watermark": e.watermark,
+            "processed": False,
+        }
+        for e in events
+    ]
+
+
 @dataclass
 class Batch:
     """Pushes recorded with ``record(..., batch=)``, to be stored together by :meth:`write`.
@@ -101,18 +119,7 @@ class Batch:
         now: datetime | None = None,
     ) -> int:
         now = now or self.now
-        rows = [
-            {
-                "operator_id": operator_id,
-                "subscription_id": subscription_id,
-                "received_at": now,
-                "kind": e.kind,
-                "item_id": e.item_id,
-                "watermark": e.watermark,
-                "processed": False,
-            }
-            for e in events
-        ]
+        rows = _event_rows(operator_id, subscription_id, events, now)
         self.rows += rows
         heard = self.heard.setdefault(subscription_id, _Heard(now))
         heard.at = max(heard.at, now)
@@ -241,18 +248,7 @@ def record(
         return batch.add(operator_id, subscription_id, events, watermark, now)
     now = now or utcnow()
     # Core statements, not ORM objects: this runs for every push, and each statement is a round trip.
-    rows = [
-        {
-            "operator_id": operator_id,
-            "subscription_id": subscription_id,
-            "received_at": now,
-            "kind": e.kind,
-            "item_id": e.item_id,
-            "watermark": e.watermark,
-            "processed": False,
-        }
-        for e in events
-    ]
+    rows = _event_rows(operator_id, subscription_id, events, now)
     if rows:
         session.execute(insert(NotificationRow), rows)
     values: dict[str, object] = {"last_heard_at": now}
