@@ -83,6 +83,24 @@ def ews_account(
     return Account(address, config=config, autodiscover=False, access_type=IMPERSONATION)
 
 
+def save_item(account, subject: str, start, minutes: int = 60, **fields):
+    """A calendar item saved through exchangelib (no invitations sent), ``minutes`` long."""
+    import datetime as dt
+
+    from exchangelib import CalendarItem
+
+    item = CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject=subject,
+        start=start,
+        end=start + dt.timedelta(minutes=minutes),
+        **fields,
+    )
+    item.save(send_meeting_invitations="SendToNone")
+    return item
+
+
 @pytest.fixture
 def account(emulator: Emulator):
     acc = ews_account(emulator, "ann@example.com")

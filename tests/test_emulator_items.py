@@ -22,24 +22,11 @@ from exchangelib.recurrence import (
     WeeklyPattern,
 )
 
-from .conftest import ews_account
+from .conftest import ews_account, save_item
 
 BERLIN = EWSTimeZone("Europe/Berlin")
 NEW_YORK = EWSTimeZone("America/New_York")
 UTC = EWSTimeZone("UTC")
-
-
-def _item(account, subject: str, start: EWSDateTime, minutes: int = 60, **kw) -> CalendarItem:
-    item = CalendarItem(
-        account=account,
-        folder=account.calendar,
-        subject=subject,
-        start=start,
-        end=start + dt.timedelta(minutes=minutes),
-        **kw,
-    )
-    item.save(send_meeting_invitations="SendToNone")
-    return item
 
 
 def _view(account, start: EWSDateTime, end: EWSDateTime) -> list[CalendarItem]:
@@ -59,7 +46,7 @@ def test_first_contact_folders_and_resolve_names(emulator, account):
 
 def test_create_get_update_delete_roundtrip(account):
     start = EWSDateTime(2026, 12, 1, 9, 30, tzinfo=BERLIN)
-    item = _item(
+    item = save_item(
         account,
         "Planning",
         start,
@@ -105,7 +92,7 @@ def test_create_get_update_delete_roundtrip(account):
 
 
 def test_stale_change_key_is_an_irresolvable_conflict(account):
-    item = _item(account, "Original", EWSDateTime(2026, 12, 2, 10, tzinfo=UTC))
+    item = save_item(account, "Original", EWSDateTime(2026, 12, 2, 10, tzinfo=UTC))
     stale = account.calendar.get(id=item.id)
     item.subject = "First writer"
     item.save(update_fields=["subject"])
@@ -116,9 +103,9 @@ def test_stale_change_key_is_an_irresolvable_conflict(account):
 
 
 def test_delete_modes_move_items(emulator, account):
-    hard = _item(account, "hard", EWSDateTime(2026, 12, 3, 8, tzinfo=UTC))
-    soft = _item(account, "soft", EWSDateTime(2026, 12, 3, 9, tzinfo=UTC))
-    trash = _item(account, "trash", EWSDateTime(2026, 12, 3, 10, tzinfo=UTC))
+    hard = save_item(account, "hard", EWSDateTime(2026, 12, 3, 8, tzinfo=UTC))
+    soft = save_item(account, "soft", EWSDateTime(2026, 12, 3, 9, tzinfo=UTC))
+    trash = save_item(account, "trash", EWSDateTime(2026, 12, 3, 10, tzinfo=UTC))
     hard.delete()
     soft.soft_delete()
     trash.move_to_trash()
@@ -213,7 +200,7 @@ PATTERNS = [
 )
 def test_recurrence_patterns_expand_in_calendar_view(account, pattern, first_day, count, expected):
     start = EWSDateTime.combine(first_day, dt.time(9, 0)).replace(tzinfo=BERLIN)
-    master = _item(account, "Series", start, recurrence=Recurrence(pattern=pattern, start=first_day, number=count))
+    master = save_item(account, "Series", start, recurrence=Recurrence(pattern=pattern, start=first_day, number=count))
     master.refresh()
     assert master.type == "RecurringMaster"
     assert master.first_occurrence.start.astimezone(BERLIN).date().isoformat() == expected[0]
@@ -227,13 +214,13 @@ def test_recurrence_patterns_expand_in_calendar_view(account, pattern, first_day
 def test_end_by_date_and_no_end(account):
     first = dt.date(2026, 12, 1)
     start = EWSDateTime(2026, 12, 1, 9, tzinfo=UTC)
-    ended = _item(
+    ended = save_item(
         account,
         "Until",
         start,
         recurrence=Recurrence(pattern=DailyPattern(interval=1), start=first, end=dt.date(2026, 12, 5)),
     )
-    endless = _item(
+    endless = save_item(
         account,
         "Forever",
         start + dt.timedelta(hours=2),
@@ -250,7 +237,7 @@ def test_end_by_date_and_no_end(account):
 
 def test_modified_and_deleted_occurrences(account):
     first = dt.date(2026, 12, 1)
-    master = _item(
+    master = save_item(
         account,
         "Standup",
         EWSDateTime(2026, 12, 1, 9, tzinfo=UTC),
@@ -281,7 +268,7 @@ def test_modified_and_deleted_occurrences(account):
 
 
 def test_occurrence_index_out_of_range(account):
-    master = _item(
+    master = save_item(
         account,
         "Short",
         EWSDateTime(2026, 12, 1, 9, tzinfo=UTC),
@@ -345,7 +332,7 @@ def test_all_day_times_are_rounded_to_local_midnight(emulator, account):
 
 def test_time_zones_across_dst(account):
     first = dt.date(2027, 3, 22)
-    _item(
+    save_item(
         account,
         "Weekly NY",
         EWSDateTime(2027, 3, 22, 9, tzinfo=BERLIN),
@@ -363,7 +350,7 @@ def test_time_zones_across_dst(account):
 def test_exchange2007_style_meeting_time_zone(emulator_factory):
     emu = emulator_factory(version="Exchange2010")
     acc = ews_account(emu, "ann@example.com", build=(8, 1, 240, 6))  # an Exchange 2007 SP1 client
-    item = _item(acc, "Old client", EWSDateTime(2026, 12, 1, 9, tzinfo=BERLIN))
+    item = save_item(acc, "Old client", EWSDateTime(2026, 12, 1, 9, tzinfo=BERLIN))
     fetched = acc.calendar.get(id=item.id)
     assert fetched.start == EWSDateTime(2026, 12, 1, 8, tzinfo=UTC)
     stored = emu.exchange.mailbox("ann@example.com").calendar.items
@@ -372,7 +359,7 @@ def test_exchange2007_style_meeting_time_zone(emulator_factory):
 
 def test_calendar_view_max_entries(account):
     for day in range(1, 6):
-        _item(account, f"d{day}", EWSDateTime(2026, 12, day, 9, tzinfo=UTC))
+        save_item(account, f"d{day}", EWSDateTime(2026, 12, day, 9, tzinfo=UTC))
     view = account.calendar.view(
         start=EWSDateTime(2026, 12, 1, tzinfo=UTC), end=EWSDateTime(2026, 12, 31, tzinfo=UTC), max_items=3
     )
@@ -382,7 +369,7 @@ def test_calendar_view_max_entries(account):
 def test_a_deleted_occurrence_is_reported_as_deleted(account):
     from exchangelib.errors import ErrorCalendarOccurrenceIsDeletedFromRecurrence
 
-    master = _item(
+    master = save_item(
         account,
         "Daily",
         EWSDateTime(2026, 12, 1, 9, tzinfo=UTC),

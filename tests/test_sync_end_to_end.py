@@ -29,7 +29,7 @@ from calsync.store import jobs as job_store
 from calsync.store import operators, subscriptions, work
 from calsync.store.status import operator_statuses
 
-from .conftest import SERVICE_PASSWORD, SERVICE_USER, ews_account, start_emulator
+from .conftest import SERVICE_PASSWORD, SERVICE_USER, ews_account, save_item, start_emulator
 
 UTC = EWSTimeZone("UTC")
 BERLIN = EWSTimeZone("Europe/Berlin")
@@ -174,19 +174,6 @@ def harness(schema_dir: Path, database_url: str, tmp_path: Path) -> Iterator[Har
     assert emulator.violations == []
 
 
-def _create(account, subject: str, start: EWSDateTime, minutes: int = 60, **kw: Any) -> CalendarItem:
-    item = CalendarItem(
-        account=account,
-        folder=account.calendar,
-        subject=subject,
-        start=start,
-        end=start + dt.timedelta(minutes=minutes),
-        **kw,
-    )
-    item.save(send_meeting_invitations=kw.pop("send", "SendToNone"))
-    return item
-
-
 def _soon(days: int, hour: int = 9, tz: EWSTimeZone = UTC) -> EWSDateTime:
     day = (utcnow() + dt.timedelta(days=days)).date()
     return EWSDateTime(day.year, day.month, day.day, hour, 0, tzinfo=tz)
@@ -200,15 +187,15 @@ def test_initial_sync_then_every_kind_of_change(harness: Harness) -> None:
     assert 0 < stored[ANN] < 60  # items that ended before the window were skipped, never stored
 
     ann, bob = ews_account(harness.emulator, ANN), ews_account(harness.emulator, BOB)
-    single = _create(ann, "One-off", _soon(3))
-    series = _create(
+    single = save_item(ann, "One-off", _soon(3))
+    series = save_item(
         ann,
         "Daily standup",
         _soon(1, 9, BERLIN),
         15,
         recurrence=Recurrence(pattern=DailyPattern(interval=1), start=_soon(1).date(), number=10),
     )
-    weekly = _create(
+    weekly = save_item(
         bob,
         "Weekly 1:1",
         _soon(2, 16, BERLIN),
@@ -315,10 +302,10 @@ def test_lost_duplicated_reordered_and_forged_notifications(harness: Harness) ->
     ann = ews_account(harness.emulator, ANN)
     # Lost: Exchange thinks it delivered, the listener never heard. The next notification brings it along.
     harness.emulator.set_faults(lost_push=1)
-    _create(ann, "Lost change", _soon(5))
+    save_item(ann, "Lost change", _soon(5))
     time.sleep(0.5)
     assert "Lost change" not in [k[0] for k in harness.app_calendar(ANN, utcnow(), utcnow() + dt.timedelta(days=9))]
-    _create(ann, "Next change", _soon(6))
+    save_item(ann, "Next change", _soon(6))
     harness.assert_matches(ANN)
 
     # Duplicated, reordered, forged: replay old bodies, and invent one with item ids Exchange never had.

@@ -1,9 +1,11 @@
-"""FindFolder: a folder's subfolders, one level (Shallow) or all the way down (Deep)."""
+"""FindFolder: a folder's subfolders, one level (Shallow) or all the way down (Deep), filtered by a Restriction
+on the folder properties of ``..restriction.FOLDER_FIELDS``."""
 
 from __future__ import annotations
 
 from lxml import etree
 
+from ..restriction import FOLDER_FIELDS, MailboxFolder, read_restriction
 from ..service import Request
 from ..soap import EwsError, m, sub, t
 from .common import children, resolve_folder, respond
@@ -18,13 +20,15 @@ def handle(req: Request, body: etree._Element) -> etree._Element:
     refs = children(body.find(m("ParentFolderIds")))
 
     def each(holder: etree._Element, ref: etree._Element) -> None:
+        matches = read_restriction(body.find(m("Restriction")), FOLDER_FIELDS)
         mbx, top = resolve_folder(req, ref)
-        found: list[str] = []
+        below: list[str] = []
         level = [top]
         while level and traversal != "SoftDeleted":
             nxt = [f.distinguished for f in mbx.folders.values() if f.parent in level]
-            found.extend(nxt)
+            below.extend(nxt)
             level = nxt if traversal == "Deep" else []
+        found = [name for name in below if matches(MailboxFolder(mbx, name))]
         offset = int(paged.get("Offset", "0")) if paged is not None else 0
         limit = int(paged.get("MaxEntriesReturned", "1000")) if paged is not None else 1000
         page = found[offset : offset + limit]

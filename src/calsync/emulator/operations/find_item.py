@@ -1,13 +1,17 @@
 """FindItem in a calendar folder: a CalendarView (recurring series expanded into occurrences, exceptions at
-their new time, deleted occurrences absent) or a paged list of the folder's items (masters, not occurrences).
+their new time, deleted occurrences absent) or a paged list of the folder's items (masters, not occurrences),
+which a Restriction filters and a SortOrder orders (see ``..restriction``).
 """
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 from lxml import etree
 
 from ..itemxml import RenderContext, render
 from ..model import CalendarItem
+from ..restriction import ITEM_FIELDS, FieldOrder, Predicate, read_restriction, read_sort_order, sort_things
 from ..service import Request
 from ..soap import EwsError, m, parse_datetime, sub, t
 from .common import children, resolve_folder, respond, shape_fields
@@ -27,56 +31,90 @@ def _int(value: str | None, name: str, default: int) -> int:
     return number
 
 
+def _read_query(
+    body: etree._Element, view: etree._Element | None
+) -> tuple[Predicate[CalendarItem], list[FieldOrder[CalendarItem]]]:
+    """The Restriction and SortOrder of the request, refused where Exchange refuses them."""
+    if body.find(m("QueryString")) is not None:
+        raise EwsError(
+            "ErrorUnsupportedQueryFilter", "QueryString (AQS) searches are not supported; use a Restriction."
+        )
+    restriction = body.find(m("Restriction"))
+    sort_order = body.find(m("SortOrder"))
+    if view is not None and (restriction is not None or sort_order is not None):
+        raise EwsError("ErrorInvalidOperation", "Restrictions and sort order may not be specified for a CalendarView.")
+    return read_restriction(restriction, ITEM_FIELDS), read_sort_order(sort_order, ITEM_FIELDS)
+
+
+def _in_view(item: CalendarItem, start: datetime, end: datetime) -> bool:
+    """Exchange's CalendarView rule: the item starts before the view ends and ends at or after the view starts
+    (so an item ending exactly at the view's start is in it); a zero-length item at the view's start counts too."""
+    return (item.start < end and item.end >= start) or item.start == item.end == start
+
+
+def _view_candidates(item: CalendarItem, start: datetime, end: datetime) -> list[CalendarItem]:
+    if item.recurrence is None:
+        return [item]
+    # occurrences() keeps to an overlap of [start, end); look a day earlier for those ending exactly at start.
+    return item.occurrences(start - timedelta(days=1), end)
+
+
+def _calendar_view(items: list[CalendarItem], view: etree._Element) -> tuple[list[CalendarItem], int]:
+    """The occurrences and single items in the view, in time order: (the page returned, how many there are)."""
+    start = parse_datetime(view.get("StartDate"), "CalendarView/@StartDate")
+    end = parse_datetime(view.get("EndDate"), "CalendarView/@EndDate")
+    if end < start:
+        raise EwsError("ErrorInvalidArgument", "CalendarView EndDate is earlier than StartDate.")
+    limit = _int(view.get("MaxEntriesReturned"), "MaxEntriesReturned", MAX_VIEW_ENTRIES)
+    found = [o for item in items for o in _view_candidates(item, start, end) if _in_view(o, start, end)]
+    found.sort(key=lambda i: (i.start, i.end, i.number, i.index))
+    return (found[:limit] if limit else found), len(found)
+
+
+def _paged_view(
+    items: list[CalendarItem],
+    paged: etree._Element | None,
+    matches: Predicate[CalendarItem],
+    orders: list[FieldOrder[CalendarItem]],
+) -> tuple[list[CalendarItem], int, int]:
+    """The matching items in the requested order: (the page returned, how many match, the page's offset)."""
+    found = [item for item in items if matches(item)]
+    found.sort(key=lambda i: (i.start, i.number))
+    sort_things(found, orders)
+    total = len(found)
+    offset = 0
+    max_entries = MAX_VIEW_ENTRIES
+    if paged is not None:
+        offset = _int(paged.get("Offset"), "Offset", 0)
+        max_entries = _int(paged.get("MaxEntriesReturned"), "MaxEntriesReturned", MAX_VIEW_ENTRIES) or 1
+        if paged.get("BasePoint", "Beginning") == "End":
+            offset = max(0, total - offset - max_entries)
+    return found[offset : offset + max_entries], total, offset
+
+
 def handle(req: Request, body: etree._Element) -> etree._Element:
     fields = shape_fields(body.find(m("ItemShape")))
-    if body.find(m("Restriction")) is not None or body.find(m("QueryString")) is not None:
-        raise EwsError(
-            "ErrorUnsupportedQueryFilter",
-            "The emulator supports FindItem with a CalendarView or a paged view, without restrictions.",
-        )
     view = body.find(m("CalendarView"))
     paged = body.find(m("IndexedPageItemView"))
     refs = children(body.find(m("ParentFolderIds")))
 
     def each(holder: etree._Element, ref: etree._Element) -> None:
+        matches, orders = _read_query(body, view)
         mbx, folder = resolve_folder(req, ref)
         items = list(mbx.folders[folder].items.values())
-        offset = 0
         if view is not None:
-            start = parse_datetime(view.get("StartDate"), "CalendarView/@StartDate")
-            end = parse_datetime(view.get("EndDate"), "CalendarView/@EndDate")
-            if end < start:
-                raise EwsError("ErrorInvalidArgument", "CalendarView EndDate is earlier than StartDate.")
-            limit = _int(view.get("MaxEntriesReturned"), "MaxEntriesReturned", MAX_VIEW_ENTRIES)
-            found: list[CalendarItem] = []
-            for item in items:
-                if item.recurrence is not None:
-                    found.extend(item.occurrences(start, end))
-                elif (item.start < end and item.end > start) or (item.start == item.end == start):
-                    found.append(item)
-            found.sort(key=lambda i: (i.start, i.end, i.number, i.index))
-            total = len(found)
-            page = found[:limit] if limit else found
-            last = len(page) == total
+            page, total = _calendar_view(items, view)
+            root = sub(holder, m("RootFolder"), TotalItemsInView=total, IncludesLastItemInRange=len(page) == total)
         else:
-            items.sort(key=lambda i: (i.start, i.number))
-            total = len(items)
-            max_entries = MAX_VIEW_ENTRIES
-            if paged is not None:
-                offset = _int(paged.get("Offset"), "Offset", 0)
-                max_entries = _int(paged.get("MaxEntriesReturned"), "MaxEntriesReturned", MAX_VIEW_ENTRIES) or 1
-                if paged.get("BasePoint", "Beginning") == "End":
-                    offset = max(0, total - offset - max_entries)
-            page = items[offset : offset + max_entries]
-            last = offset + len(page) >= total
+            page, total, offset = _paged_view(items, paged, matches, orders)
+            root = sub(
+                holder,
+                m("RootFolder"),
+                IndexedPagingOffset=offset + len(page),
+                TotalItemsInView=total,
+                IncludesLastItemInRange=offset + len(page) >= total,
+            )
         ctx = RenderContext(mbx, req.is_2007)
-        root = sub(
-            holder,
-            m("RootFolder"),
-            TotalItemsInView=total,
-            IncludesLastItemInRange=last,
-            **({"IndexedPagingOffset": offset + len(page)} if view is None else {}),
-        )
         container = sub(root, t("Items"))
         for item in page:
             render(container, item, fields, ctx)
