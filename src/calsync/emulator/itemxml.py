@@ -5,14 +5,15 @@ additional properties), in the element order of ``types.xsd``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from lxml import etree
 
 from . import recurrence as rec
 from . import timezones
-from .model import Attendee, CalendarItem, Mailbox, Person, Recurrence
+from .model import SUBJECT_MAX, Attendee, CalendarItem, Mailbox, Person, Recurrence
 from .soap import EwsError, parse_bool, parse_date, parse_datetime, sub, t, text_of
 
 # Element order of t:CalendarItemType (ItemType's fields, then the calendar ones), from types.xsd.
@@ -217,6 +218,7 @@ SENSITIVITY = ("Normal", "Personal", "Private", "Confidential")
 FREE_BUSY = ("Free", "Tentative", "Busy", "OOF", "WorkingElsewhere", "NoData")
 IMPORTANCE = ("Low", "Normal", "High")
 RESPONSES = ("Unknown", "Organizer", "Tentative", "Accept", "Decline", "NoResponseReceived")
+_CULTURE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")  # xs:language
 
 
 def local(el: etree._Element) -> str:
@@ -265,6 +267,26 @@ def _text(name: str, attr: str) -> Callable[[etree._Element, ItemDraft, bool], N
         d.values[attr] = el.text or ""
 
     return read
+
+
+def _read_subject(el: etree._Element, d: ItemDraft, append: bool) -> None:
+    d.values["subject"] = (el.text or "")[:SUBJECT_MAX]  # Exchange truncates, it does not refuse
+
+
+def _read_conference_type(el: etree._Element, d: ItemDraft, append: bool) -> None:
+    value = (el.text or "").strip()
+    if value not in ("0", "1", "2"):
+        raise EwsError(
+            "ErrorSchemaValidation", f"ConferenceType: '{value}' is not 0 (NetMeeting), 1 (NetShow) or 2 (Chat)."
+        )
+    d.values["conference_type"] = int(value)
+
+
+def _read_culture(el: etree._Element, d: ItemDraft, append: bool) -> None:
+    value = (el.text or "").strip()
+    if not _CULTURE.fullmatch(value):
+        raise EwsError("ErrorSchemaValidation", f"Culture: '{value}' is not a language tag such as en-US or de-DE.")
+    d.values["culture"] = value
 
 
 def _read_choice(attr: str, allowed: tuple[str, ...], name: str) -> Callable[[etree._Element, ItemDraft, bool], None]:
@@ -392,7 +414,7 @@ def _read_uid(el: etree._Element, d: ItemDraft, append: bool) -> None:
 
 
 _READERS: dict[str, Callable[[etree._Element, ItemDraft, bool], None]] = {
-    "Subject": _text("Subject", "subject"),
+    "Subject": _read_subject,
     "Body": _read_body,
     "Location": _text("Location", "location"),
     "Categories": _read_categories,
@@ -402,7 +424,10 @@ _READERS: dict[str, Callable[[etree._Element, ItemDraft, bool], None]] = {
     "ReminderIsSet": _read_bool("reminder_is_set", "ReminderIsSet"),
     "ReminderMinutesBeforeStart": _read_reminder_minutes,
     "IsAllDayEvent": _read_bool("is_all_day", "IsAllDayEvent"),
-    "IsResponseRequested": lambda el, d, a: None,
+    "IsResponseRequested": _read_bool("is_response_requested", "IsResponseRequested"),
+    "AllowNewTimeProposal": _read_bool("allow_new_time_proposal", "AllowNewTimeProposal"),
+    "ConferenceType": _read_conference_type,
+    "Culture": _read_culture,
     "Start": _read_start,
     "End": _read_end,
     "StartTimeZone": _read_tz("start_tz"),
@@ -427,8 +452,8 @@ def apply_draft(item: CalendarItem, draft: ItemDraft, *, creating: bool, settle_
             value = (*getattr(item, name), *value)  # type: ignore[misc]
         if name == "categories" and draft.values.get("_append_categories"):
             value = (*item.categories, *value)  # type: ignore[misc]
-        if name == "uid" and not creating:
-            raise EwsError("ErrorInvalidPropertySet", "UID can only be set when the item is created.")
+        if name == "uid" and not value:
+            raise EwsError("ErrorInvalidPropertySet", "UID must not be empty.")
         setattr(item, name, value)
     item.extra.update(draft.extra)
     if draft.start_raw is not None:
@@ -522,7 +547,20 @@ def _duration(delta: timedelta) -> str:
     return out + ("T" + time_part if time_part else ("" if days else "T0S"))
 
 
-def _recurrence(parent: etree._Element, r: Recurrence) -> None:
+def _zoned_date(day: date, item: CalendarItem) -> str:
+    """A recurrence date as Exchange writes it: an xs:date with the series' zone offset on that day
+    (``2016-01-01+01:00``, ``2016-07-01-04:00``, ``2016-01-01Z``)."""
+    tz = timezones.zone(item.start_tz)
+    offset = datetime.combine(day, item.local_start().time(), tz).utcoffset() or timedelta(0)
+    if not offset:
+        return f"{day.isoformat()}Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes > 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{day.isoformat()}{sign}{hours:02d}:{rest:02d}"
+
+
+def _recurrence(parent: etree._Element, item: CalendarItem, r: Recurrence) -> None:
     container = sub(parent, t("Recurrence"))
     p = r.pattern
     pel = sub(container, t(f"{p.kind}Recurrence"))
@@ -545,9 +583,10 @@ def _recurrence(parent: etree._Element, r: Recurrence) -> None:
             sub(pel, t("FirstDayOfWeek"), p.first_day_of_week)
     rng = r.range
     rel = sub(container, t(f"{rng.kind}Recurrence"))
-    sub(rel, t("StartDate"), rng.start_date)
+    sub(rel, t("StartDate"), _zoned_date(rng.start_date, item))
     if rng.kind == "EndDate":
-        sub(rel, t("EndDate"), rng.end_date)
+        assert rng.end_date is not None
+        sub(rel, t("EndDate"), _zoned_date(rng.end_date, item))
     elif rng.kind == "Numbered":
         sub(rel, t("NumberOfOccurrences"), rng.count)
 
@@ -605,7 +644,7 @@ def _w_people(tag: str, attr: str) -> Writer:
 
 def _w_recurrence(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
     if item.recurrence is not None:
-        _recurrence(parent, item.recurrence)
+        _recurrence(parent, item, item.recurrence)
 
 
 def _w_first(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
@@ -694,7 +733,7 @@ _WRITERS: dict[str, Writer] = {
     "DisplayCc": _w_simple("DisplayCc", lambda i: "; ".join(a.name for a in i.optional)),
     "DisplayTo": _w_simple("DisplayTo", lambda i: "; ".join(a.name for a in i.required)),
     "HasAttachments": _w_simple("HasAttachments", lambda i: False),
-    "Culture": _w_simple("Culture", lambda i: "en-US"),
+    "Culture": _w_simple("Culture", lambda i: i.culture),
     "LastModifiedName": _w_simple("LastModifiedName", lambda i: i.organizer.name if i.organizer else None),
     "LastModifiedTime": _w_simple("LastModifiedTime", lambda i: i.modified),
     "IsAssociated": _w_simple("IsAssociated", lambda i: False),
@@ -711,7 +750,9 @@ _WRITERS: dict[str, Writer] = {
     "IsCancelled": _w_simple("IsCancelled", lambda i: i.is_cancelled),
     "IsRecurring": _w_simple("IsRecurring", lambda i: i.kind in ("Occurrence", "Exception")),
     "MeetingRequestWasSent": _w_simple("MeetingRequestWasSent", lambda i: i.meeting_request_was_sent),
-    "IsResponseRequested": _w_simple("IsResponseRequested", lambda i: i.is_meeting),
+    "IsResponseRequested": _w_simple(
+        "IsResponseRequested", lambda i: i.is_meeting if i.is_response_requested is None else i.is_response_requested
+    ),
     "CalendarItemType": _w_simple("CalendarItemType", _w_kind),
     "MyResponseType": _w_simple("MyResponseType", lambda i: i.my_response),
     "Organizer": _w_organizer,
@@ -737,8 +778,8 @@ _WRITERS: dict[str, Writer] = {
     "MeetingTimeZone": _w_meeting_tz,
     "StartTimeZone": _w_start_tz,
     "EndTimeZone": _w_end_tz,
-    "ConferenceType": _w_simple("ConferenceType", lambda i: 0),
-    "AllowNewTimeProposal": _w_simple("AllowNewTimeProposal", lambda i: True),
+    "ConferenceType": _w_simple("ConferenceType", lambda i: i.conference_type),
+    "AllowNewTimeProposal": _w_simple("AllowNewTimeProposal", lambda i: i.allow_new_time_proposal),
     "IsOnlineMeeting": _w_simple("IsOnlineMeeting", lambda i: False),
 }
 

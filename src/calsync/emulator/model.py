@@ -29,9 +29,10 @@ MSG_FOLDER_ROOT = "msgfolderroot"
 INBOX = "inbox"
 
 FOLDER_LAYOUT: dict[str, tuple[str, str | None, str]] = {
-    # distinguished id: (display name, parent, folder class)
+    # distinguished id: (display name, parent, folder class); Exchange gives the roots no class and the
+    # sync-issue subfolders plain "IPF"
     ROOT: ("", None, ""),
-    MSG_FOLDER_ROOT: ("Top of Information Store", ROOT, "IPF.Note"),
+    MSG_FOLDER_ROOT: ("Top of Information Store", ROOT, ""),
     CALENDAR: ("Calendar", MSG_FOLDER_ROOT, "IPF.Appointment"),
     INBOX: ("Inbox", MSG_FOLDER_ROOT, "IPF.Note"),
     "sentitems": ("Sent Items", MSG_FOLDER_ROOT, "IPF.Note"),
@@ -44,9 +45,9 @@ FOLDER_LAYOUT: dict[str, tuple[str, str | None, str]] = {
     "notes": ("Notes", MSG_FOLDER_ROOT, "IPF.StickyNote"),
     "journal": ("Journal", MSG_FOLDER_ROOT, "IPF.Journal"),
     "syncissues": ("Sync Issues", MSG_FOLDER_ROOT, "IPF.Note"),
-    "conflicts": ("Conflicts", "syncissues", "IPF.Note"),
-    "localfailures": ("Local Failures", "syncissues", "IPF.Note"),
-    "serverfailures": ("Server Failures", "syncissues", "IPF.Note"),
+    "conflicts": ("Conflicts", "syncissues", "IPF"),
+    "localfailures": ("Local Failures", "syncissues", "IPF"),
+    "serverfailures": ("Server Failures", "syncissues", "IPF"),
     "recoverableitemsroot": ("Recoverable Items", ROOT, ""),
     RECOVERABLE_DELETIONS: ("Deletions", "recoverableitemsroot", ""),
     "recoverableitemsversions": ("Versions", "recoverableitemsroot", ""),
@@ -125,6 +126,9 @@ class Recurrence:
     range: rec.Range
 
 
+# Exchange keeps at most this many characters of a subject and drops the rest.
+SUBJECT_MAX = 255
+
 # Fields an occurrence may override in an exception.
 EXCEPTION_FIELDS = (
     "subject",
@@ -184,6 +188,10 @@ class CalendarItem:
     resources: tuple[Attendee, ...] = ()
     my_response: str = "Organizer"
     meeting_request_was_sent: bool = False
+    is_response_requested: bool | None = None  # None: never set (Exchange then says true for meetings)
+    allow_new_time_proposal: bool = True
+    conference_type: int = 0  # 0 NetMeeting, 1 NetShow, 2 Chat
+    culture: str = "en-US"
     sequence: int = 0
     recurrence: Recurrence | None = None
     exceptions: dict[int, OccurrenceChange] = field(default_factory=dict)

@@ -27,7 +27,7 @@ from . import recurrence as rec
 from . import timezones
 from .exchange import Exchange
 from .itemxml import FREE_BUSY, RESPONSES, settle
-from .model import EXCEPTION_FIELDS, Attendee, CalendarItem, ItemRef, Mailbox, Recurrence
+from .model import EXCEPTION_FIELDS, SUBJECT_MAX, Attendee, CalendarItem, ItemRef, Mailbox, Recurrence
 from .soap import EwsError
 
 
@@ -101,7 +101,7 @@ def _apply(item: CalendarItem, spec: dict[str, Any], *, creating: bool) -> None:
     if "timezone" in spec:
         item.start_tz = item.end_tz = _tz_id(spec["timezone"])
     if "subject" in spec:
-        item.subject = None if spec["subject"] is None else str(spec["subject"])
+        item.subject = None if spec["subject"] is None else str(spec["subject"])[:SUBJECT_MAX]
     if "location" in spec:
         item.location = spec["location"]
     if "body" in spec:

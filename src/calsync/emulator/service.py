@@ -12,6 +12,7 @@ import binascii
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,19 @@ class Answer:
     stream: Any = None  # an object with ``documents()``: an async iterator of SOAP documents
 
 
+BACKEND_SERVER = "EMU-MBX01.calsync.emulator"
+
+
+def _affinity_headers(req: Request, headers: dict[str, str]) -> dict[str, str]:
+    """``X-PreferServerAffinity: true`` asks which back-end server holds the mailbox, so that a group of
+    subscriptions can stay on it: Exchange answers with an ``X-BackEndOverrideCookie`` cookie naming it."""
+    if headers.get("x-preferserveraffinity", "").strip().lower() != "true":
+        return {}
+    mailbox = req.anchor or (req.impersonated.address if req.impersonated else req.account.username)
+    backend = f"{BACKEND_SERVER}~{zlib.crc32(mailbox.strip().lower().encode())}"
+    return {"Set-Cookie": f"X-BackEndOverrideCookie={backend}; path=/"}
+
+
 class InFlight:
     """Concurrent requests per account, for Exchange's concurrency throttling."""
 
@@ -196,6 +210,7 @@ class EwsService:
                 )
             with self.exchange.lock:
                 self._impersonate(req)
+                affinity = _affinity_headers(req, headers)
                 target = req.impersonated.address if req.impersonated else None
                 if self.exchange.faults.take("server_busy", target):
                     self.exchange.count("server_busy_injected")
@@ -208,7 +223,7 @@ class EwsService:
                 self.exchange.count(f"op:{name}")
                 payload = operation(req, env.body)
             if not isinstance(payload, etree._Element):
-                return Answer(200, b"", {"Content-Type": "text/xml; charset=utf-8"}, stream=payload)
+                return Answer(200, b"", {"Content-Type": "text/xml; charset=utf-8", **affinity}, stream=payload)
             out = envelope(payload, server_version)
         except SoapFault as fault:
             return self._fault(fault, server_version)
@@ -216,7 +231,7 @@ class EwsService:
             return self._fault(SoapFault(err.code, err.message, details=err.details), server_version)
         if self.check is not None:
             self.check(out)
-        answer = Answer(200, out, {"Content-Type": "text/xml; charset=utf-8"})
+        answer = Answer(200, out, {"Content-Type": "text/xml; charset=utf-8", **affinity})
         if self.exchange.faults.take("drop_connections"):
             answer.drop_connection = True
         return answer

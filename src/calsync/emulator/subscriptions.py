@@ -5,6 +5,7 @@ and how far their subscriber has read the mailbox journal.
 from __future__ import annotations
 
 import base64
+import binascii
 import secrets
 import threading
 import uuid
@@ -26,9 +27,22 @@ ALL_EVENT_TYPES = (
 SubscriptionKind = Literal["push", "pull", "streaming"]
 
 
+_ID_PREFIX = b"\x10\x00"
+_ID_BYTES = 42
+
+
 def new_subscription_id() -> str:
     # Real ids are long base64 strings; keep that shape so clients do not assume GUIDs.
-    return base64.b64encode(b"\x10\x00" + secrets.token_bytes(40)).decode()
+    return base64.b64encode(_ID_PREFIX + secrets.token_bytes(_ID_BYTES - len(_ID_PREFIX))).decode()
+
+
+def is_well_formed(subscription_id: str) -> bool:
+    """Whether ``subscription_id`` has the shape of an id this server issues (known or not)."""
+    try:
+        raw = base64.b64decode(subscription_id.encode(), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return False
+    return len(raw) == _ID_BYTES and raw.startswith(_ID_PREFIX)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import TypeVar
 from lxml import etree
 
 from ..itemxml import ALL_PROPERTIES, DEFAULT_SHAPE, field_name
-from ..model import FOLDER_LAYOUT, CalendarItem, Mailbox, decode_folder_id
+from ..model import FOLDER_LAYOUT, CalendarItem, ItemRef, Mailbox, decode_folder_id
 from ..service import Request
 from ..soap import EwsError, el, m, response_message, sub, t, text_of
 
@@ -96,14 +96,33 @@ def shape_fields(shape: etree._Element | None) -> list[str]:
     return fields
 
 
+def owner_of(req: Request, item_id: str) -> Mailbox:
+    """The mailbox an item id belongs to, after checking that the caller may act on it.
+
+    Exchange finds an item's mailbox from the id itself (X-AnchorMailbox only routes the request), so an
+    account with rights on another mailbox reaches its items by id without naming the mailbox."""
+    ref = ItemRef.decode(item_id)
+    owner = req.exchange.by_guid.get(ref.mailbox)
+    if owner is None:
+        raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+    if req.impersonated is not owner:
+        req.mailbox(owner.address)  # access check: impersonation rights, or the caller's own mailbox
+    return owner
+
+
+def find_item(req: Request, item_id: str) -> tuple[Mailbox, CalendarItem]:
+    """An item (or occurrence view) by ItemId, in whichever mailbox the id belongs to."""
+    mbx = owner_of(req, item_id)
+    return mbx, req.exchange.resolve_item(mbx, item_id)
+
+
 def item_target(req: Request, ref: etree._Element) -> tuple[Mailbox, CalendarItem]:
     """``t:ItemId``, ``t:OccurrenceItemId`` or ``t:RecurringMasterItemId`` -> (mailbox, item or occurrence)."""
-    mbx = req.mailbox()
     tag = etree.QName(ref).localname
     if tag == "ItemId":
-        return mbx, req.exchange.resolve_item(mbx, ref.get("Id", ""))
+        return find_item(req, ref.get("Id", ""))
     if tag == "OccurrenceItemId":
-        master = req.exchange.resolve_item(mbx, ref.get("RecurringMasterId", ""))
+        mbx, master = find_item(req, ref.get("RecurringMasterId", ""))
         try:
             index = int(ref.get("InstanceIndex", ""))
         except ValueError as exc:
@@ -122,7 +141,7 @@ def item_target(req: Request, ref: etree._Element) -> tuple[Mailbox, CalendarIte
             )
         return mbx, occ
     if tag == "RecurringMasterItemId":
-        view = req.exchange.resolve_item(mbx, ref.get("OccurrenceId", ""))
+        mbx, view = find_item(req, ref.get("OccurrenceId", ""))
         master = req.exchange.master_of(mbx, view)
         if master.recurrence is None:
             raise EwsError("ErrorItemNotFound", "The item is not an occurrence of a recurring series.")

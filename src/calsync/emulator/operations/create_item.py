@@ -7,10 +7,10 @@ from __future__ import annotations
 from lxml import etree
 
 from ..itemxml import apply_draft, read_fields
-from ..model import CALENDAR, Mailbox
+from ..model import CALENDAR, CalendarItem, Mailbox
 from ..service import Request
 from ..soap import EwsError, m, sub, t
-from .common import children, resolve_folder, respond
+from .common import children, find_item, resolve_folder, respond
 
 INVITATION_MODES = ("SendToNone", "SendOnlyToAll", "SendToAllAndSaveCopy")
 RESPONSES = {"AcceptItem": "Accept", "TentativelyAcceptItem": "Tentative", "DeclineItem": "Decline"}
@@ -67,16 +67,19 @@ def handle(req: Request, body: etree._Element) -> etree._Element:
     return respond("CreateItem", items, each)
 
 
-def _reference(req: Request, elem: etree._Element) -> tuple[Mailbox, etree._Element]:
+def _reference(req: Request, elem: etree._Element) -> tuple[Mailbox, CalendarItem]:
+    """The item a response object (cancel, accept, ...) refers to; Exchange requires ReferenceItemId."""
     ref = elem.find(t("ReferenceItemId"))
     if ref is None:
-        raise EwsError("ErrorSchemaValidation", "ReferenceItemId is required.")
-    return req.mailbox(), ref
+        raise EwsError(
+            "ErrorMissingInformationReferenceItemId",
+            f"{etree.QName(elem).localname} needs a ReferenceItemId naming the calendar item it responds to.",
+        )
+    return find_item(req, ref.get("Id", ""))
 
 
 def _cancel(req: Request, elem: etree._Element) -> None:
-    mbx, ref = _reference(req, elem)
-    item = req.exchange.resolve_item(mbx, ref.get("Id", ""))
+    mbx, item = _reference(req, elem)
     if item.kind in ("Occurrence", "Exception"):
         master = req.exchange.master_of(mbx, item)
         req.exchange.delete_occurrence(mbx, master, item.index)
@@ -88,8 +91,7 @@ def _cancel(req: Request, elem: etree._Element) -> None:
 
 
 def _respond(req: Request, elem: etree._Element, response: str) -> None:
-    mbx, ref = _reference(req, elem)
-    item = req.exchange.resolve_item(mbx, ref.get("Id", ""))
+    mbx, item = _reference(req, elem)
     if item.my_response == "Organizer":
         raise EwsError("ErrorInvalidOperation", "The organizer cannot respond to their own meeting.")
     item.my_response = response

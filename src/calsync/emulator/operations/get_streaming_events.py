@@ -13,9 +13,9 @@ from lxml import etree
 
 from ..notifications import pending, render_notification
 from ..service import Request
-from ..soap import EwsError, SoapFault, el, envelope, m, sub, t
-from ..subscriptions import Subscription
-from .common import children, respond
+from ..soap import EwsError, SoapFault, el, envelope, m, response_message, sub, t
+from ..subscriptions import Subscription, is_well_formed
+from .common import children
 
 POLL_SECONDS = 0.05
 
@@ -85,28 +85,44 @@ def handle(req: Request, body: etree._Element) -> etree._Element | StreamPlan:
         timeout = int((body.findtext(m("ConnectionTimeout")) or "").strip())
     except ValueError:
         timeout = -1
-    problem: EwsError | None = None
-    found: list[Subscription] = []
     if not 1 <= timeout <= 30:
-        problem = EwsError("ErrorInvalidArgument", "ConnectionTimeout must be an integer from 1 to 30 minutes.")
-    elif not ids:
-        problem = EwsError("ErrorInvalidSubscription", "SubscriptionIds must name at least one subscription.")
-    else:
+        return _refuse(EwsError("ErrorInvalidArgument", "ConnectionTimeout must be an integer from 1 to 30 minutes."))
+    if not ids:
+        return _refuse(EwsError("ErrorInvalidSubscription", "SubscriptionIds must name at least one subscription."))
+    # Like Exchange, one bad id fails the whole request and the answer names every bad id.
+    malformed = [i for i in ids if not is_well_formed(i)]
+    if malformed:
+        return _refuse(EwsError("ErrorInvalidSubscription", "Subscription is invalid."), malformed)
+    found: list[Subscription] = []
+    failures: dict[str, list[str]] = {}
+    for subscription_id in ids:
         try:
-            for subscription_id in ids:
-                subscription = req.exchange.subscription(subscription_id, req)
-                if subscription.kind != "streaming":
-                    raise EwsError(
-                        "ErrorInvalidSubscription", "GetStreamingEvents is only for streaming subscriptions."
-                    )
-                found.append(subscription)
+            subscription = req.exchange.subscription(subscription_id, req)
         except EwsError as exc:
-            problem = exc
-    if problem is not None:
-        error = problem
-
-        def fail(holder: etree._Element, _: object) -> None:
-            raise error
-
-        return respond("GetStreamingEvents", [None], fail)
+            failures.setdefault(exc.code, []).append(subscription_id)
+            continue
+        if subscription.kind == "streaming":
+            found.append(subscription)
+        else:
+            failures.setdefault("ErrorInvalidSubscription", []).append(subscription_id)
+    if "ErrorInvalidSubscription" in failures:
+        return _refuse(
+            EwsError("ErrorInvalidSubscription", "GetStreamingEvents is only for streaming subscriptions."),
+            failures["ErrorInvalidSubscription"],
+        )
+    if failures:
+        code, bad = next(iter(failures.items()))
+        return _refuse(EwsError(code, "The specified subscription was not found."), bad)
     return StreamPlan(req, found, timeout)
+
+
+def _refuse(error: EwsError, bad_ids: list[str] | None = None) -> etree._Element:
+    """An error answer; ``ErrorSubscriptionIds`` lists the ids that caused it, and the connection is Closed."""
+    root = el(m("GetStreamingEventsResponse"))
+    msg = response_message(sub(root, m("ResponseMessages")), "GetStreamingEventsResponseMessage", error)
+    if bad_ids:
+        listed = sub(msg, m("ErrorSubscriptionIds"))
+        for subscription_id in bad_ids:
+            sub(listed, t("SubscriptionId"), subscription_id)
+    sub(msg, m("ConnectionStatus"), "Closed")
+    return root

@@ -10,7 +10,7 @@ from __future__ import annotations
 from lxml import etree
 
 from ..itemxml import RenderContext, render
-from ..model import CalendarItem, ItemRef
+from ..model import CalendarItem, ItemRef, Mailbox
 from ..service import Request
 from ..soap import EwsError, m, sub, t, text_of
 from ..syncstate import SyncState
@@ -27,6 +27,20 @@ def _max_changes(value: str | None) -> int:
     if not 1 <= number <= 512:
         raise EwsError("ErrorInvalidArgument", f"MaxChangesReturned {number} is outside the allowed range 1..512.")
     return number
+
+
+def _ignored(mbx: Mailbox, refs: list[etree._Element]) -> set[int]:
+    """Item numbers to leave out. An id this mailbox never issued (malformed, foreign) cannot match a change,
+    so it is skipped: one bad id must not fail the whole call and make the client start its sync over."""
+    numbers = set()
+    for ref in refs:
+        try:
+            decoded = ItemRef.decode(ref.get("Id", ""))
+        except EwsError:
+            continue
+        if decoded.mailbox == mbx.guid:
+            numbers.add(decoded.number)
+    return numbers
 
 
 def handle(req: Request, body: etree._Element) -> etree._Element:
@@ -46,7 +60,7 @@ def handle(req: Request, body: etree._Element) -> etree._Element:
                 )
         else:
             state = SyncState(folder_name, mbx.sync_generation, 0, frozenset())
-        ignore = {ItemRef.decode(i.get("Id", "")).number for i in children(body.find(m("Ignore")))}
+        ignore = _ignored(mbx, children(body.find(m("Ignore"))))
         # (seq, kind, item number, item or None)
         changes: list[tuple[int, str, int, CalendarItem | None]] = []
         for number, current in folder.items.items():

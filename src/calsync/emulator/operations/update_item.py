@@ -135,9 +135,13 @@ def _update_occurrence(req: Request, mbx: Mailbox, view: CalendarItem, updates: 
     base = replace(plain, kind="Occurrence")
     for name in EXCEPTION_FIELDS:  # start from the occurrence as it is now, exception included
         setattr(base, name, getattr(view, name))
-    touched = _apply(base, updates)
-    if "Recurrence" in touched or "UID" in touched:
-        raise EwsError("ErrorInvalidPropertySet", "Recurrence and UID cannot be set on an occurrence.")
+    _apply(base, updates)
+    # A full save of a fetched occurrence sends the series' UID back and clears Recurrence: both are no-ops.
+    if base.recurrence is not None or base.uid != plain.uid:
+        raise EwsError(
+            "ErrorInvalidPropertySet",
+            "An occurrence has the recurrence and UID of its series; change them on the recurring master.",
+        )
     overrides = {name: getattr(base, name) for name in EXCEPTION_FIELDS if getattr(base, name) != getattr(plain, name)}
     req.exchange.change_occurrence(mbx, master, view.index, overrides)
     result = master.occurrence(view.index)
