@@ -104,10 +104,22 @@ def test_anchor_mailbox_header_is_accepted(emulator):
 def test_concurrency_limit_answers_server_busy(emulator_factory):
     for version, limit in (("Exchange2016", 27), ("Exchange2010", 10)):
         emu = emulator_factory(version=version)
-        emu.set_faults(slow_seconds=0.5)  # keep requests in flight long enough to overlap
+        emu.set_faults(slow_seconds=1.0)  # keep requests in flight long enough to overlap
         body = soap(GET_CALENDAR, version="Exchange2010_SP2")
-        with concurrent.futures.ThreadPoolExecutor(max_workers=limit + 8) as pool:
-            responses = list(pool.map(lambda _, e=emu, b=body: post(e, b), range(limit + 8)))
+        # One client, connections opened first: making a client per request costs enough CPU on a busy machine
+        # that the last requests would start after the first ones ended.
+        with (
+            httpx.Client(
+                auth=(SERVICE_USER, SERVICE_PASSWORD), timeout=30, limits=httpx.Limits(max_connections=64)
+            ) as client,
+            concurrent.futures.ThreadPoolExecutor(max_workers=limit + 8) as pool,
+        ):
+            headers = {"Content-Type": "text/xml; charset=utf-8"}
+
+            def send(_: int, url: str = emu.url, content: bytes = body) -> httpx.Response:
+                return client.post(url, content=content, headers=headers)  # noqa: B023 - used within the loop
+
+            responses = list(pool.map(send, range(limit + 8)))
         busy = [r for r in responses if r.status_code == 500]
         assert len(busy) >= 1, version
         assert len([r for r in responses if r.status_code == 200]) <= limit

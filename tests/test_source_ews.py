@@ -23,7 +23,7 @@ from calsync.calendar.model import Appointment, Attendee, Recurrence
 from calsync.emulator import Emulator
 from calsync.emulator import timezones as emu_tz
 from calsync.sources.base import ChangePage, SourceError
-from calsync.sources.ews import EwsSource, classify, to_appointment
+from calsync.sources.ews import EwsSource, classify
 
 from .conftest import SERVICE_PASSWORD, SERVICE_USER
 
@@ -438,25 +438,6 @@ def test_all_day_items(emulator, source):
     assert (t.start, t.end, t.start_tz) == (utc(2026, 11, 30, 15), utc(2026, 12, 1, 15), "Tokyo Standard Time")
     [truth] = [o for o in emulator.truth(ANN, utc(2027, 3, 27), utc(2027, 3, 28)) if o["subject"] == "Spring"]
     assert (truth["start_date"], truth["end_date"]) == ("2027-03-27", "2027-03-29")
-
-
-def test_all_day_mapping_from_exchangelib_dates_alone(emulator, source):
-    """Without the raw instants (to_appointment on any exchangelib item), exchangelib's inclusive last day is
-    turned back into the exclusive local midnight after it."""
-    from .conftest import ews_account
-
-    ann = emulator.outlook(ANN)
-    created = ann.create(
-        {"subject": "Holiday", "start": "2026-12-24", "end": "2026-12-26", "all_day": True, "timezone": BERLIN}
-    )
-    account = ews_account(emulator, ANN)
-    try:
-        [item] = account.fetch(ids=[(created.item_id, None)])
-    finally:
-        account.protocol.close()
-    assert (item.start, item.end) == (date(2026, 12, 24), date(2026, 12, 25))  # exchangelib: last day, inclusive
-    app = to_appointment(item)
-    assert (app.start, app.end, app.start_tz) == (utc(2026, 12, 23, 23), utc(2026, 12, 25, 23), BERLIN)
 
 
 def test_time_zones_keep_their_windows_ids(emulator, source):

@@ -14,20 +14,31 @@ query range (keeping Numbered counts right), and one call examines at most ``MAX
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from itertools import islice, takewhile
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule as du
+from dateutil import tz as du_tz
 from tzlocal.windows_tz import win_tz
 
 from .model import Appointment, Occurrence, Recurrence
 
-__all__ = ["MAX_OCCURRENCES", "RulePattern", "Series", "expand_all", "occurrences", "rule_pattern", "zone_for"]
+__all__ = [
+    "MAX_OCCURRENCES",
+    "POSIX_PREFIX",
+    "RulePattern",
+    "Series",
+    "expand_all",
+    "occurrences",
+    "rule_pattern",
+    "zone_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +75,19 @@ _FREQS = {"DAILY": du.DAILY, "WEEKLY": du.WEEKLY, "MONTHLY": du.MONTHLY, "YEARLY
 _DU_DAYS = dict(zip(_CODES, (du.MO, du.TU, du.WE, du.TH, du.FR, du.SA, du.SU), strict=True))
 
 
+POSIX_PREFIX = "POSIX:"  # a zone known only by its rule, as a POSIX TZ string ("POSIX:XST-1XDT-2,M3.5.0/2,...")
+
+
 @lru_cache(maxsize=256)
-def zone_for(tz_id: str | None) -> ZoneInfo:
-    """The zone for a Windows id ("W. Europe Standard Time") or an IANA name; UTC when unknown."""
+def zone_for(tz_id: str | None) -> tzinfo:
+    """The zone for a Windows id ("W. Europe Standard Time"), an IANA name, or a ``POSIX:`` rule (sources name
+    a zone that way when the server defined it but named it with an id nobody knows); UTC when unknown."""
+    if tz_id and tz_id.startswith(POSIX_PREFIX):
+        try:
+            return du_tz.tzstr(tz_id.removeprefix(POSIX_PREFIX), posix_offset=True)
+        except ValueError:
+            log.debug("unreadable POSIX time zone %r, using UTC", tz_id)
+            return ZoneInfo("UTC")
     if tz_id:
         name = win_tz.get(tz_id, tz_id)
         if name in ("Etc/UTC", "Etc/GMT"):  # Windows "UTC" and friends: plain UTC
@@ -157,7 +178,7 @@ def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def _local(dt: datetime, tz: ZoneInfo, slack: timedelta) -> datetime:
+def _local(dt: datetime, tz: tzinfo, slack: timedelta) -> datetime:
     """dt as naive wall-clock time in tz, moved by slack; clamped to datetime.min/max."""
     try:
         return dt.astimezone(tz).replace(tzinfo=None) + slack
@@ -175,7 +196,7 @@ class Series:
     """A recurring appointment's raw slots: the pattern's dates at the series' wall-clock time in its zone."""
 
     appointment: Appointment
-    tz: ZoneInfo
+    tz: tzinfo
     pattern: RulePattern
     dtstart: datetime  # naive local: the range's start date at the series' time of day
     until: date | None  # EndDate: inclusive last local date
@@ -226,6 +247,33 @@ class Series:
         rule = self._rule_near(local.date())
         found = rule.after(local, inc=True) if rule is not None else None
         return found is not None and self.slot(found) == original
+
+    def last_start(self) -> datetime | None:
+        """UTC start of the last slot; None for a series without end (or none at all)."""
+        if self.count is None and self.until is None:
+            return None
+        rule = self._rule(self.dtstart, self.count)
+        tail = deque(islice(rule or (), 100_000), maxlen=1)  # Exchange allows 999 by count; dates run further
+        return self.slot(tail[0]) if tail else None
+
+    def fit(self, candidates: Iterable[datetime | None]) -> datetime | None:
+        """The slot that a changed or deleted occurrence names by its original start.
+
+        Servers differ in how they say it: the first candidate that is a slot wins; failing that, the one slot
+        on the same local day as a candidate (a server that gives the day at midnight, say). None when no
+        candidate names exactly one slot."""
+        known = [_utc(c) for c in candidates if c is not None]
+        for candidate in known:
+            if self.contains(candidate):
+                return candidate
+        for candidate in known:
+            day = candidate.astimezone(self.tz).date()
+            lo = datetime.combine(day, time(0), tzinfo=self.tz).astimezone(UTC)
+            hi = datetime.combine(day + timedelta(days=1), time(0), tzinfo=self.tz).astimezone(UTC)
+            same_day = list(islice(self.slots(lo, hi), 2))
+            if len(same_day) == 1:
+                return same_day[0]
+        return None
 
     def slots(self, lo: datetime, hi: datetime) -> Iterator[datetime]:
         """UTC starts of the slots with lo <= start < hi, in order."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, vCalAddress
 
@@ -32,7 +31,7 @@ def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def _when(dt: datetime, tz: ZoneInfo, all_day: bool) -> date | datetime:
+def _when(dt: datetime, tz: tzinfo, all_day: bool) -> date | datetime:
     """A DATE (local day) for all-day appointments, else the time in tz (written with TZID, or Z for UTC)."""
     local = _utc(dt).astimezone(tz)
     return local.date() if all_day else local
@@ -139,7 +138,7 @@ def _series_events(app: Appointment, stamp: datetime) -> Iterator[Event]:
 
 
 def _override_event(
-    app: Appointment, stamp: datetime, series: Series, original: datetime, o: OccurrenceOverride, end_tz: ZoneInfo
+    app: Appointment, stamp: datetime, series: Series, original: datetime, o: OccurrenceOverride, end_tz: tzinfo
 ) -> Event:
     tz, all_day = series.tz, app.all_day
     subject = app.subject if o.subject is None else o.subject

@@ -19,12 +19,41 @@ from typing import Literal
 from calsync.calendar.model import Appointment
 
 
+class Unreadable(Exception):
+    """A value that decides where an appointment lies (start, end, all-day, zone, recurrence, a changed or
+    deleted occurrence) was missing or could not be read. ``field`` names it as the server does
+    (``Recurrence/EndDateRecurrence/EndDate``), ``raw`` is the text sent (None when missing)."""
+
+    def __init__(self, field: str, raw: str | None, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" + ("" if raw is None else f" ({raw[:200]!r})"))
+        self.field = field
+        self.raw = raw
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class UnreadableItem:
+    """An item that was not stored because a value deciding its place could not be read (code
+    ``unreadable_item``); the application keeps its last readable version, if any."""
+
+    item_id: str
+    field: str
+    raw: str | None
+    reason: str
+    subject: str | None = None
+
+    @classmethod
+    def of(cls, item_id: str, problem: Unreadable, subject: str | None = None) -> UnreadableItem:
+        return cls(item_id, problem.field, None if problem.raw is None else problem.raw[:500], problem.reason, subject)
+
+
 @dataclass(frozen=True)
 class ChangePage:
     """One page of changes (at most the batch size), and the sync state that covers it.
 
     ``upserts`` are created or changed items, fully read (for EWS: SyncFolderItems then GetItem);
-    ``deletes`` are ids of items that left the calendar (deleted, or moved out of the folder).
+    ``deletes`` are ids of items that left the calendar (deleted, or moved out of the folder);
+    ``unreadable`` are changed items that could not be read and are not stored.
     ``done`` is true when the source says there are no more changes after ``sync_state``.
     """
 
@@ -33,6 +62,16 @@ class ChangePage:
     sync_state: str
     done: bool
     requests: int = 0  # how many requests to Exchange this page cost (for cost accounting)
+    unreadable: tuple[UnreadableItem, ...] = ()
+
+
+@dataclass(frozen=True)
+class ItemsRead:
+    """Items read again by id (:meth:`Source.read_items`): read well, gone, or still unreadable."""
+
+    upserts: tuple[Appointment, ...] = ()
+    gone: tuple[str, ...] = ()
+    unreadable: tuple[UnreadableItem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +140,11 @@ class Source(abc.ABC):
     def check_mailbox(self, mailbox: str) -> MailboxCheck:
         """Whether ``mailbox`` resolves to a mailbox the service account may act on. Never raises for
         the answer "no"; raises SourceError only when Exchange cannot be asked (transient)."""
+
+    def read_items(self, mailbox: str, item_ids: list[str]) -> ItemsRead:
+        """Read these items again (those reported unreadable before). A source that cannot says so by
+        reading nothing; raises SourceError."""
+        return ItemsRead()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
