@@ -161,7 +161,10 @@ def test_an_operator_from_creation_to_first_sync(harness: Harness, admin: Api) -
     synced = eventually(
         lambda: (o := admin.get(f"/operators/{ANN}").json())["state"] == "synced" and o, what="first sync of ann"
     )
-    assert synced["subscription"]["state"] == "healthy" and synced["initial_sync_done"]
+    # Subscribed, synced, and nothing pushed on the subscription yet: "not yet heard from", with its age.
+    assert synced["subscription"]["state"] == "not_yet_heard" and synced["initial_sync_done"]
+    assert synced["subscription"]["subscribed_at"] and synced["subscription"]["last_heard"] is None
+    assert synced["subscription"]["last_heartbeat"] is None
     assert synced["appointments"] > 10 and synced["lag_seconds"] == 0.0 and synced["last_sync"]
     assert [o["email"] for o in admin.get("/operators", params={"state": "synced"}).json()] == [ANN]
     assert admin.get("/operators", params={"state": "failing"}).json() == []
@@ -322,6 +325,8 @@ def test_the_dashboard_counts(harness: Harness, admin: Api) -> None:
     body = eventually(
         lambda: (d := admin.get("/dashboard").json())["notifications_last_minute"] >= 1 and d, what="a notification"
     )
-    assert body["operators"]["total"] == 2 and body["subscriptions"]["healthy"] == 2
+    # ann's subscription has pushed; bob's is heard from at its first heartbeat (after StatusFrequency, 1 minute)
+    subs = body["subscriptions"]
+    assert body["operators"]["total"] == 2 and subs["healthy"] >= 1 and subs["healthy"] + subs["not_yet_heard"] == 2
     assert body["subscriptions"]["missing"] == 0 and body["open_incidents"] == 0
     assert sum(m["count"] for m in body["notifications_per_minute"]) >= body["notifications_last_minute"]

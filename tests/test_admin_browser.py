@@ -314,7 +314,7 @@ def test_admin_adds_an_operator_sees_it_sync_and_manages_it(page: Page, server: 
     expect(row.locator("[data-col=appointments]")).to_have_text(re.compile(r"^[1-9]\d*$"))
     shown = int(row.locator("[data-col=appointments]").inner_text())
     assert shown == server.operator("dan@example.com")["appointments"]  # type: ignore[index]
-    expect(row.locator("[data-col=subscription]")).to_contain_text("healthy")
+    expect(row.locator("[data-col=subscription]")).to_contain_text("not yet heard from")  # no push yet
     expect(row.locator("[data-col=name]")).to_have_text("Dan Example")
 
     # verify asks Exchange; its result shows next to the row

@@ -230,8 +230,12 @@ class Clock:
 
 
 def test_the_catalogue_covers_every_code_calsync_raises() -> None:
-    source = (Path(__file__).resolve().parents[1] / "src" / "calsync" / "sources" / "ews.py").read_text()
+    src = Path(__file__).resolve().parents[1] / "src" / "calsync"
+    source = "".join(
+        path.read_text() for path in [*(src / "sources" / "ews").glob("*.py"), *(src / "jobs").glob("*.py")]
+    )
     raised = set(re.findall(r'"(?:transient|permanent|sync_state_invalid|watermark_invalid)",\s*"([a-z_]+)"', source))
+    raised |= set(re.findall(r'^[A-Z_]+ = "([a-z_]+)"', source, re.MULTILINE)) & {"exchange_never_delivers"}
     assert {"server_busy", "credentials_rejected", "mailbox_not_found", "sync_state_expired"} <= raised
     required = raised | {
         "impersonation_denied",
@@ -241,6 +245,8 @@ def test_the_catalogue_covers_every_code_calsync_raises() -> None:
         "timeout",
         "watermark_expired",
         "listener_unreachable",
+        "exchange_never_delivers",
+        "unreadable_item",
         "exchange_error",
         "internal_error",
     }

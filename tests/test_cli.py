@@ -444,7 +444,7 @@ def test_status_prints_a_row_per_operator(db: Database) -> None:
         inbox.record(s, ann.id, "SUB-ANN", [inbox.InboxEvent("CreatedEvent", "ITEM-1", "WM1")], "WM1")
     text = ok("status")
     ann_row, bob_row = row(text, "ann@example.com"), row(text, "bob@example.com")
-    assert ann_row[1:3] == ["on", "yes"]
+    assert ann_row[1:4] == ["on", "yes", "none yet"]  # a push came (an event), no heartbeat yet
     assert ann_row[4] == "initial sync pending"
     assert ann_row[5] == "1 (pass due)"
     assert ann_row[6:] == ["0", "-", "-"]  # appointments, last error, open incident

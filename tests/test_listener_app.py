@@ -8,6 +8,8 @@ The listener never calls Exchange: the runtime here gets a source that fails the
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import socket
@@ -328,13 +330,21 @@ def test_no_secret_is_not_found(listener: Harness) -> None:
     assert listener.snapshot() == before
 
 
-def test_only_post_is_allowed(listener: Harness) -> None:
+def test_only_post_stores_and_get_only_answers(listener: Harness) -> None:
     assert listener.client is not None
     before = listener.snapshot()
-    for method in ("GET", "PUT", "DELETE"):
+    for method in ("PUT", "DELETE"):
         response = listener.client.request(method, f"/ews/notifications/{SECRET}", content=sample(MODIFIED_SAMPLE))
         assert response.status_code == 405, method
         assert "POST" in response.headers.get("allow", "")
+    # GET answers a person checking the URL (and calsync's own check), guarded like a push, storing nothing.
+    looked = listener.client.get(f"/ews/notifications/{SECRET}")
+    assert looked.status_code == 200 and "calsync listener" in looked.text
+    assert "x-calsync-probe-answer" not in looked.headers
+    assert listener.client.get("/ews/notifications/not-the-secret").status_code == 404
+    probed = listener.client.get(f"/ews/notifications/{SECRET}", headers={"X-Calsync-Probe": "nonce-1"})
+    expected = hmac.new(SECRET.encode(), b"nonce-1", hashlib.sha256).hexdigest()
+    assert probed.headers["x-calsync-probe-answer"] == expected
     assert listener.snapshot() == before
     assert listener.wakes == []
 
@@ -604,7 +614,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 def test_emulator_pushes_to_the_listener_over_http(harness: Harness, emulator: Emulator) -> None:
     with serve(harness.runtime.app(run_jobs=False)) as base:
         assert httpx.get(f"{base}/healthz", timeout=5).json() == {"ok": True}
-        assert httpx.get(f"{base}/ews/notifications/{SECRET}", timeout=5).status_code == 405
+        assert httpx.put(f"{base}/ews/notifications/{SECRET}", timeout=5).status_code == 405
         wrong = httpx.post(f"{base}/ews/notifications/{'y' * 32}", content=sample(MODIFIED_SAMPLE), timeout=5)
         assert wrong.status_code == 404
 

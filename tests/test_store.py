@@ -986,7 +986,13 @@ def test_operator_statuses(database_url: str, db: Database) -> None:
         syncstate.complete(session, ann)
     ann_status, bob_status = in_read(db, status.operator_statuses)
     assert ann_status.email == "ann@example.com" and ann_status.enabled
-    assert ann_status.subscribed and ann_status.last_heartbeat == T0 + timedelta(minutes=5)
+    assert ann_status.subscribed and ann_status.last_heard == T0 + timedelta(minutes=5)
+    assert ann_status.subscribed_at == T0
+    assert ann_status.last_heartbeat is None  # an event came, but no heartbeat yet
+    with db.transaction() as session:
+        inbox.record(session, ann, "sub-ann", [], None, now=T0 + timedelta(minutes=7))  # a StatusEvent
+    heartbeat, _ = in_read(db, status.operator_statuses)
+    assert heartbeat.last_heartbeat == heartbeat.last_heard == T0 + timedelta(minutes=7)
     assert (ann_status.pending_notifications, ann_status.dirty, ann_status.appointments) == (2, True, 3)
     assert ann_status.initial_sync_done
     assert ann_status.last_error_code == "ErrorServerBusy"

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -82,6 +82,17 @@ def _db(settings: Any) -> Any:
 
 def _when(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _subscribed(status: Any) -> str:
+    """yes (Exchange has pushed on it), not yet heard from (with its age; a warning past StatusFrequency), no."""
+    if not status.subscribed:
+        return "no"
+    if status.last_heard is not None or status.subscribed_at is None:
+        return "yes"
+    minutes = int((datetime.now(UTC) - status.subscribed_at).total_seconds() // 60)
+    text = f"not yet heard from ({minutes} min)"
+    return f"[yellow]{text}[/yellow]" if minutes > (status.subscription_frequency or 30) else text
 
 
 # --- setting up ---------------------------------------------------------------------------------
@@ -255,7 +266,7 @@ def sync(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from calsync.jobs.process_notifications import LEASE_SECONDS, NotificationProcessor, ProcessorSettings
-    from calsync.runtime import make_source
+    from calsync.runtime import make_source, make_tracker
     from calsync.store import operators, work
     from calsync.store.operators import OperatorError
 
@@ -273,7 +284,9 @@ def sync(
     except OperatorError as exc:
         raise _fail(str(exc)) from None
     processor = NotificationProcessor(
-        db, make_source(settings), lambda: ProcessorSettings(settings.batch_size, settings.past_window_days)
+        db,
+        make_source(settings),
+        lambda: ProcessorSettings(settings.batch_size, settings.past_window_days),
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -292,17 +305,30 @@ def sync(
         f"{result.email}: {result.upserts} written, {result.deletes} deleted, {result.skipped_old} older than "
         f"the window skipped, {result.pages} page(s), {result.requests} request(s), {result.seconds:.2f} s"
     )
+    # Items that could not be read keep the operator's unreadable_item incident true (the service e-mails it).
+    if result.unreadable_changed:
+        make_tracker(settings, db).record_unreadable(claim.operator_id, result.unreadable)
+    if result.unreadable:
+        from calsync.alerts.tracker import describe_unreadable
+
+        console.print(
+            f"warning (unreadable_item): {describe_unreadable(result.unreadable)}", markup=False, style="yellow"
+        )
 
 
 @app.command()
 def status(ctx: typer.Context) -> None:
     """Per operator: subscribed?, last heartbeat, last sync, pending notifications, last error, open incident."""
+    from calsync.settings import listener_callback_url
+    from calsync.store import listener_checks
     from calsync.store.status import operator_statuses
 
     settings = _settings(ctx)
     db = _db(settings)
+    callback = listener_callback_url(settings) if settings.listener_secret is not None else None
     with db.read() as session:
         rows = operator_statuses(session)
+        check = None if callback is None else listener_checks.latest(session, callback)
     table = Table(title="calsync status")
     for column in (
         "operator",
@@ -321,8 +347,8 @@ def status(ctx: typer.Context) -> None:
         table.add_row(
             r.email,
             "on" if r.enabled else "off",
-            "yes" if r.subscribed else "no",
-            _when(r.last_heartbeat),
+            _subscribed(r),
+            _when(r.last_heartbeat) if r.last_heartbeat is not None or not r.subscribed else "none yet",
             _when(r.last_sync) if r.initial_sync_done else "initial sync pending",
             str(r.pending_notifications) + (" (pass due)" if r.dirty else ""),
             str(r.appointments),
@@ -330,6 +356,11 @@ def status(ctx: typer.Context) -> None:
             "-" if r.incident_code is None else f"{r.incident_code} (failing since {_when(r.incident_since)})",
         )
     out.print(table)
+    if check is None:
+        out.print("listener URL: not checked yet (`calsync serve` checks it when it starts)")
+    else:
+        verdict = "ok" if check.ok else "[red]does not come back to this listener[/red]"
+        out.print(f"listener URL: {verdict}, checked {_when(check.checked_at)}: {escape(check.detail)}")
 
 
 # --- operators ----------------------------------------------------------------------------------
@@ -592,6 +623,10 @@ def emulator(
             help="Validate every document sent against the EWS schemas in this folder (needs calsync[strict])."
         ),
     ] = None,
+    dialect: Annotated[
+        list[str] | None,
+        typer.Option(help="Answer in a form other EWS servers write (repeatable; see docs/emulator.md, Dialects)."),
+    ] = None,
 ) -> None:
     """Run the built-in Exchange (EWS) emulator until interrupted."""
     from calsync.emulator.clock import Clock
@@ -612,6 +647,7 @@ def emulator(
         raise _fail("--port must be from 1 to 65535")
     exchange = Exchange(exchange_version, Clock(clock_speed))
     try:
+        exchange.faults.update(dialect=list(dialect or []))
         for entry in account or []:
             user, sep, password = entry.partition(":")
             if not sep or not user or not password:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -33,7 +34,9 @@ from calsync.api.context import AdminContext
 from calsync.jobs.manage_subscriptions import manage
 from calsync.jobs.process_notifications import NotificationProcessor, ProcessorSettings
 from calsync.jobs.scheduler import Scheduler
+from calsync.listener import reachability
 from calsync.listener.app import Listener
+from calsync.listener.reachability import Reachability
 from calsync.metrics import Metrics
 from calsync.settings import (
     Settings,
@@ -45,6 +48,7 @@ from calsync.settings import (
 )
 from calsync.sources.base import Source
 from calsync.store import jobs as job_store
+from calsync.store import listener_checks
 from calsync.store import overrides as override_store
 from calsync.store.db import WAKE_CHANNEL, Database
 
@@ -109,8 +113,10 @@ class Runtime:
         threads: int = 4,
         db: Database | None = None,
         tracker: FailureTracker | None = None,
+        check_listener_url: bool = True,
     ) -> None:
         self.settings = settings
+        self.check_listener_url = check_listener_url  # serve checks the public listener URL when it starts
         self.startup_settings = settings  # what the file and environment say; runtime overrides apply on top
         self._applied_overrides: dict[str, Any] = {}
         self.db = db or Database(settings.database_url)
@@ -145,6 +151,8 @@ class Runtime:
         )
         self._pg_thread: threading.Thread | None = None
         self._pg_stop = threading.Event()
+        self._checked_url: str | None = None  # the listener URL last checked (check_listener)
+        self._closed = threading.Event()
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -169,7 +177,45 @@ class Runtime:
         self.settings = changed
         self.tracker.mailer.recipients = tuple(changed.failure_recipients)
         self._applied_overrides = wanted
+        if self._checked_url is not None and listener_callback_url(changed) != self._checked_url:
+            self._check_listener_later()
         log.info("settings changed at run time applied", extra={"changed": sorted(wanted)})
+
+    def check_listener(self, *, attempts: int = 3, pause: float = 2.0) -> Reachability:
+        """Check that the listener URL comes back to this listener and store the result (see
+        :mod:`calsync.listener.reachability`); a few attempts, since the server may still be starting."""
+        url = listener_callback_url(self.settings)
+        self._checked_url = url
+        secret = self._secrets()[0]
+        result = Reachability(False, "not checked")
+        for attempt in range(attempts):
+            result = reachability.check(url, secret)
+            if result.ok:
+                break
+            if attempt + 1 < attempts:
+                time.sleep(pause)
+        with self.db.transaction() as session:
+            listener_checks.record(session, url, result.ok, result.detail)
+        safe_url = url.rsplit("/", 1)[0] + "/***"
+        if result.ok:
+            log.info("listener URL checked", extra={"url": safe_url})
+        else:
+            log.warning(
+                "listener URL does not come back to this listener", extra={"url": safe_url, "detail": result.detail}
+            )
+        return result
+
+    def _check_listener_later(self) -> None:
+        def run() -> None:
+            if self._closed.wait(1.0):  # let the server start accepting; nothing to do once closed
+                return
+            try:
+                self.check_listener()
+            except Exception:  # a check must never take serve down
+                if not self._closed.is_set():
+                    log.exception("the listener URL check failed")
+
+        threading.Thread(target=run, name="calsync-listener-check", daemon=True).start()
 
     def _secrets(self) -> list[str]:
         return listener_secrets(self.settings)  # the current secret; during a rotation's grace also the previous one
@@ -236,6 +282,8 @@ class Runtime:
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             if run_jobs:
                 self.start_jobs()
+            if self.check_listener_url and self.settings.listener_secret is not None:
+                self._check_listener_later()
             try:
                 yield
             finally:
@@ -264,6 +312,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self._closed.set()
         self.listener.close()
         self.source.close()
         self.db.dispose()

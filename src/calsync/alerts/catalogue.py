@@ -127,6 +127,29 @@ _ENTRIES = (
         "PushNotificationsListener setting, the firewall or the reverse proxy; check that `calsync serve` runs.",
     ),
     Entry(
+        "exchange_never_delivers",
+        "Exchange accepts subscriptions but never delivers a notification",
+        "calsync's own check of the listener URL passes (it comes back to this listener), yet no notification "
+        "or heartbeat has ever arrived on any subscription from this Exchange: the server does not send push "
+        "notifications (some EWS servers accept Subscribe and never push), or something between the Exchange "
+        "servers and the listener (a firewall, a proxy that only this machine passes) blocks them. calsync "
+        "recreates the silent subscriptions and catches up each time, so changes arrive, but late.",
+        "Check on the Exchange side that push notifications are sent (its logs for the listener URL; from an "
+        "Exchange server, open the listener URL); if the server cannot push, run the Reconciliation job more "
+        "often (`calsync jobs set-interval Reconciliation 900`) until it can.",
+    ),
+    Entry(
+        "unreadable_item",
+        "Exchange sent items calsync could not read",
+        "A value that decides where an appointment lies (its start or end, all-day flag, time zone, recurrence, "
+        "or a changed or deleted occurrence) was missing or in a form calsync cannot read. Those items are not "
+        "stored (the application keeps their last readable version); everything else syncs. The message lists "
+        "each item, the field and the value as Exchange sent it.",
+        "Open the items in Outlook: saving them again often makes the server write them anew. If the values "
+        "look right, report the message (it holds no secret) so calsync learns the form; calsync reads the "
+        "items again every 15 minutes and resolves this incident when they read well or are deleted.",
+    ),
+    Entry(
         "exchange_error",
         "Exchange answers with an unexpected error",
         "Exchange returned an error calsync does not know how to classify.",

@@ -20,11 +20,14 @@ Scopes. An operator can fail in two independent ways, each with its own streak:
 - ``exchange``: talking to Exchange fails, in a sync pass (origin ``sync``) or when subscribing (origin
   ``subscribe``). A successful sync pass ends it. A successful subscribe ends it only when its latest failure
   was a subscribe: a subscription recreated while passes still fail proves nothing about the passes.
-- ``listener``: Exchange cannot reach our listener, seen as subscriptions that fall silent and have to be
-  recreated (code ``listener_unreachable``, origin ``listener``). Recreating succeeds, and so do the catch-up
-  passes, so only a push heard on the new subscription (a heartbeat or an event) ends it. One silent
-  recreation starts a streak; the next one, 2 x StatusFrequency later with nothing heard in between, makes it
-  an incident.
+- ``listener``: Exchange's pushes do not arrive, seen as subscriptions that fall silent and have to be
+  recreated (code ``listener_unreachable``, or ``exchange_never_delivers`` when the listener's own check passes
+  and no push has ever arrived; origin ``listener``). Recreating succeeds, and so do the catch-up passes, so
+  only a push heard on the new subscription (a heartbeat or an event) ends it. One silent recreation starts a
+  streak; the next one, 2 x StatusFrequency later with nothing heard in between, makes it an incident.
+- ``content``: items Exchange sent that calsync could not read (code ``unreadable_item``). Passes succeed, so
+  it is kept by :meth:`FailureTracker.record_unreadable` after each pass: an incident at once (nothing will
+  change by waiting), its message listing the items, resolved when a pass ends with none listed.
 
 E-mails. Recording never sends; :meth:`FailureTracker.flush` does, every few seconds on every node (the
 dispatcher thread). It waits until the oldest pending notice has waited ``gather`` (60 s) so that incidents
@@ -43,12 +46,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from calsync.sources.base import SourceError
+from calsync.sources.base import SourceError, UnreadableItem
 from calsync.store import incidents, operators
 from calsync.store.db import Database
 from calsync.store.incidents import Notice, NoticeKind
@@ -61,9 +64,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("calsync.alerts")
 
-Scope = Literal["exchange", "listener"]
+Scope = Literal["exchange", "listener", "content"]
 Origin = Literal["sync", "subscribe", "listener"]
 LISTENER_UNREACHABLE = "listener_unreachable"
+EXCHANGE_NEVER_DELIVERS = "exchange_never_delivers"
+UNREADABLE_ITEM = "unreadable_item"
+MAX_LISTED_ITEMS = 20  # unreadable items named in an incident's message
 
 INCIDENT_RETRY = timedelta(minutes=5)
 GATHER = timedelta(seconds=60)
@@ -75,7 +81,25 @@ MAX_STORED_MESSAGE = 4000
 
 
 def scope_of(code: str) -> Scope:
-    return "listener" if code == LISTENER_UNREACHABLE else "exchange"
+    if code in (LISTENER_UNREACHABLE, EXCHANGE_NEVER_DELIVERS):
+        return "listener"
+    return "content" if code == UNREADABLE_ITEM else "exchange"
+
+
+def describe_unreadable(items: Sequence[UnreadableItem]) -> str:
+    """The message of an ``unreadable_item`` incident: how many, then each item, field and raw value."""
+    count = len(items)
+    lines = [
+        f"{count} item{'s' if count != 1 else ''} could not be read and {'are' if count != 1 else 'is'} not "
+        "stored; the application calendar keeps the last readable version, if any:"
+    ]
+    for item in items[:MAX_LISTED_ITEMS]:
+        raw = "missing" if item.raw is None else repr(item.raw[:80])
+        subject = f"{item.subject!r} " if item.subject else ""
+        lines.append(f"- {subject}(item {item.item_id[:40]}): {item.field} {raw}: {item.reason}")
+    if count > MAX_LISTED_ITEMS:
+        lines.append(f"- ... and {count - MAX_LISTED_ITEMS} more")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -229,6 +253,38 @@ class FailureTracker:
                     },
                 )
         return ended
+
+    def record_unreadable(self, operator_id: int, items: Sequence[UnreadableItem], now: datetime | None = None) -> None:
+        """After a successful pass: open (or bring up to date) the operator's ``unreadable_item`` incident listing
+        ``items``, or resolve it when there are none."""
+        now = now or self.clock()
+
+        def content(rows: Iterable[IncidentRow]) -> IncidentRow | None:
+            return next((r for r in rows if scope_of(r.code) == "content"), None)
+
+        if not items:
+            with self.db.read() as session:  # the common case: nothing listed, nothing open, one read
+                if content(incidents.open_streaks(session, operator_id)) is None:
+                    return
+        message = scrub(describe_unreadable(items), self.secrets())[:MAX_STORED_MESSAGE]
+        with self.db.transaction() as session:
+            if not incidents.lock_operator(session, operator_id):
+                return
+            row = content(incidents.open_streaks(session, operator_id))
+            if not items:
+                if row is not None:
+                    row.resolved_at = now
+                    log.info("incident resolved", extra={"operator": operator_id, "code": row.code})
+                return
+            if row is None:
+                row = incidents.start(session, operator_id, UNREADABLE_ITEM, "permanent", "sync", message, now)
+                row.opened_at = now
+                if self.metrics is not None:
+                    self.metrics.error(UNREADABLE_ITEM)
+                log.warning("incident opened", extra={"operator": operator_id, "code": UNREADABLE_ITEM})
+            else:
+                row.message, row.last_failure_at = message, now
+                row.failures += 1
 
     def close_quietly(self, operator_id: int, now: datetime | None = None) -> None:
         """Sync was switched off for the operator: close its streaks without a recovery notice."""

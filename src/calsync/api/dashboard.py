@@ -49,7 +49,10 @@ def dashboard(ctx: Ctx, _: AdminReader) -> schemas.Dashboard:
             disabled=states["disabled"],
         ),
         subscriptions=schemas.SubscriptionCounts(
-            healthy=subscriptions["healthy"], dying=subscriptions["dying"], missing=subscriptions["missing"]
+            healthy=subscriptions["healthy"],
+            not_yet_heard=subscriptions["not_yet_heard"],
+            dying=subscriptions["dying"],
+            missing=subscriptions["missing"],
         ),
         notifications_per_minute=[schemas.MinuteCount(minute=m, count=per_minute[m]) for m in minutes],
         notifications_last_minute=sum(1 for a in arrivals if now - a <= timedelta(minutes=1)),

@@ -40,13 +40,16 @@ def state_of(status: OperatorStatus) -> schemas.OperatorState:
 
 
 def subscription_state(status: OperatorStatus, now: datetime) -> schemas.SubscriptionState:
-    """healthy: heard from within its StatusFrequency; dying: silent for longer (ManagePushSubscriptions
-    recreates it after twice that); missing: none."""
-    if not status.subscribed or status.last_heartbeat is None:
+    """healthy: heard from within its StatusFrequency; not_yet_heard: made less than StatusFrequency ago and
+    nothing came yet; dying: silent for longer, heard from before or not (ManagePushSubscriptions recreates it
+    after twice that); missing: none."""
+    since = status.last_heard or status.subscribed_at
+    if not status.subscribed or since is None:
         return "missing"
     frequency = status.subscription_frequency or 30
-    silent = (now - status.last_heartbeat).total_seconds()
-    return "healthy" if silent <= frequency * 60 else "dying"
+    if (now - since).total_seconds() > frequency * 60:
+        return "dying"
+    return "healthy" if status.last_heard is not None else "not_yet_heard"
 
 
 def lag_seconds(status: OperatorStatus, now: datetime) -> float:
@@ -73,7 +76,12 @@ def view(status: OperatorStatus, now: datetime) -> schemas.Operator:
         display_name=status.display_name,
         enabled=status.enabled,
         state=state_of(status),
-        subscription=schemas.Subscription(state=subscription_state(status, now), last_heartbeat=status.last_heartbeat),
+        subscription=schemas.Subscription(
+            state=subscription_state(status, now),
+            subscribed_at=status.subscribed_at,
+            last_heard=status.last_heard,
+            last_heartbeat=status.last_heartbeat,
+        ),
         last_sync=status.last_sync,
         initial_sync_done=status.initial_sync_done,
         pending_notifications=status.pending_notifications,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 OperatorState = Literal["synced", "syncing", "failing", "disabled"]
-SubscriptionState = Literal["healthy", "dying", "missing"]
+SubscriptionState = Literal["healthy", "not_yet_heard", "dying", "missing"]
 
 
 class Problem(BaseModel):
@@ -24,7 +24,9 @@ class Me(BaseModel):
 
 class Subscription(BaseModel):
     state: SubscriptionState
-    last_heartbeat: datetime | None
+    subscribed_at: datetime | None = None
+    last_heard: datetime | None = None  # the last push (event or heartbeat); None: not yet heard from
+    last_heartbeat: datetime | None  # the last heartbeat that came; None: none yet
 
 
 class Incident(BaseModel):
@@ -126,6 +128,7 @@ class OperatorCounts(BaseModel):
 
 class SubscriptionCounts(BaseModel):
     healthy: int
+    not_yet_heard: int = 0  # made less than StatusFrequency ago, nothing pushed on it yet
     dying: int
     missing: int
 

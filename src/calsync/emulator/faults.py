@@ -1,12 +1,15 @@
 """Faults the emulator can be told to inject, so clients can be tested against a misbehaving Exchange.
 
-Counted faults apply to the next N matching requests (or deliveries); ``-1`` means until cleared.
+Counted faults apply to the next N matching requests (or deliveries); ``-1`` means until cleared. ``dialect``
+switches on forms other EWS servers write (:mod:`calsync.emulator.dialect`).
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, fields
+
+from . import dialect
 
 
 @dataclass
@@ -19,6 +22,7 @@ class Faults:
     drop_connections: int = 0  # next N EWS requests have their connection cut mid-answer
     lost_push: int = 0  # next N push deliveries are counted as delivered but never sent
     listener_unreachable: bool = False  # every push delivery fails as if the listener were down
+    dialect: list[str] = field(default_factory=list)  # forms other servers write (calsync.emulator.dialect)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take(self, name: str, mailbox: str | None = None) -> bool:
@@ -40,12 +44,19 @@ class Faults:
                     allowed = ", ".join(k for k in self.as_dict())
                     raise ValueError(f"unknown fault '{key}'; allowed: {allowed}")
                 current = getattr(self, key)
-                if current is not None and value is not None and not isinstance(value, type(current)):
+                if key == "dialect":
+                    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                        raise ValueError(f"fault 'dialect' takes a list of names, got {value!r}")
+                    value = dialect.check(value)
+                elif current is not None and value is not None and not isinstance(value, type(current)):
                     if isinstance(current, float) and isinstance(value, int):
                         value = float(value)
                     else:
                         raise ValueError(f"fault '{key}' takes a {type(current).__name__}, got {value!r}")
                 setattr(self, key, value)
+
+    def dialects(self) -> frozenset[str]:
+        return frozenset(self.dialect)
 
     def clear(self) -> None:
         with self._lock:

@@ -5,9 +5,11 @@ additional properties), in the element order of ``types.xsd``.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 
 from lxml import etree
 
@@ -218,6 +220,12 @@ SENSITIVITY = ("Normal", "Personal", "Private", "Confidential")
 FREE_BUSY = ("Free", "Tentative", "Busy", "OOF", "WorkingElsewhere", "NoData")
 IMPORTANCE = ("Low", "Normal", "High")
 RESPONSES = ("Unknown", "Organizer", "Tentative", "Accept", "Decline", "NoResponseReceived")
+_WEEKDAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+_WEEK_INDEXES = ("First", "Second", "Third", "Fourth", "Last")
+_MONTH_NAMES = (
+    *("January", "February", "March", "April", "May", "June"),
+    *("July", "August", "September", "October", "November", "December"),
+)
 _CULTURE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")  # xs:language
 
 
@@ -513,9 +521,10 @@ def delete_field(item: CalendarItem, name: str) -> None:
 
 
 class RenderContext:
-    def __init__(self, mbx: Mailbox, version_2007: bool = False) -> None:
+    def __init__(self, mbx: Mailbox, version_2007: bool = False, dialect: frozenset[str] = frozenset()) -> None:
         self.mbx = mbx
         self.version_2007 = version_2007
+        self.dialect = dialect  # forms other servers write (calsync.emulator.dialect)
 
 
 def _mailbox(parent: etree._Element, tag: str, person: Person | Attendee) -> etree._Element:
@@ -547,9 +556,13 @@ def _duration(delta: timedelta) -> str:
     return out + ("T" + time_part if time_part else ("" if days else "T0S"))
 
 
-def _zoned_date(day: date, item: CalendarItem) -> str:
+def _zoned_date(day: date, item: CalendarItem, dialect: frozenset[str]) -> str:
     """A recurrence date as Exchange writes it: an xs:date with the series' zone offset on that day
-    (``2016-01-01+01:00``, ``2016-07-01-04:00``, ``2016-01-01Z``)."""
+    (``2016-01-01+01:00``, ``2016-07-01-04:00``, ``2016-01-01Z``); or as a dialect says."""
+    if "bare_dates" in dialect:
+        return day.isoformat()
+    if "datetime_dates" in dialect:
+        return f"{day.isoformat()}T00:00:00Z"
     tz = timezones.zone(item.start_tz)
     offset = datetime.combine(day, item.local_start().time(), tz).utcoffset() or timedelta(0)
     if not offset:
@@ -560,7 +573,7 @@ def _zoned_date(day: date, item: CalendarItem) -> str:
     return f"{day.isoformat()}{sign}{hours:02d}:{rest:02d}"
 
 
-def _recurrence(parent: etree._Element, item: CalendarItem, r: Recurrence) -> None:
+def _recurrence(parent: etree._Element, item: CalendarItem, r: Recurrence, dialect: frozenset[str]) -> None:
     container = sub(parent, t("Recurrence"))
     p = r.pattern
     pel = sub(container, t(f"{p.kind}Recurrence"))
@@ -583,24 +596,98 @@ def _recurrence(parent: etree._Element, item: CalendarItem, r: Recurrence) -> No
             sub(pel, t("FirstDayOfWeek"), p.first_day_of_week)
     rng = r.range
     rel = sub(container, t(f"{rng.kind}Recurrence"))
-    sub(rel, t("StartDate"), _zoned_date(rng.start_date, item))
+    sub(rel, t("StartDate"), _zoned_date(rng.start_date, item, dialect))
     if rng.kind == "EndDate":
         assert rng.end_date is not None
-        sub(rel, t("EndDate"), _zoned_date(rng.end_date, item))
+        sub(rel, t("EndDate"), _zoned_date(rng.end_date, item, dialect))
     elif rng.kind == "Numbered":
         sub(rel, t("NumberOfOccurrences"), rng.count)
 
 
-def _occurrence_info(parent: etree._Element, tag: str, occ: CalendarItem) -> None:
+def _original_start(occ: CalendarItem, dialect: frozenset[str]) -> datetime | None:
+    """An occurrence's original start; with ``midnight_original_start``, local midnight of its day instead."""
+    if occ.original_start is None or "midnight_original_start" not in dialect:
+        return occ.original_start
+    tz = timezones.zone(occ.start_tz)
+    return datetime.combine(occ.original_start.astimezone(tz).date(), time(), tz).astimezone(UTC)
+
+
+def _occurrence_info(parent: etree._Element, tag: str, occ: CalendarItem, ctx: RenderContext) -> None:
     info = sub(parent, t(tag))
     sub(info, t("ItemId"), Id=occ.item_id, ChangeKey=occ.change_key)
     sub(info, t("Start"), occ.start)
     sub(info, t("End"), occ.end)
-    sub(info, t("OriginalStart"), occ.original_start)
+    sub(info, t("OriginalStart"), _original_start(occ, ctx.dialect))
 
 
-def _tz(parent: etree._Element, tag: str, tz_id: str) -> None:
-    sub(parent, t(tag), Id=tz_id, Name=tz_id)
+def _ews_duration(minutes: int) -> str:
+    """Minutes as an xs:duration the way Exchange writes biases and offsets (``-PT1H``, ``PT5H30M``, ``PT0H``)."""
+    sign = "-" if minutes < 0 else ""
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{sign}PT" + (f"{hours}H" if hours or not rest else "") + (f"{rest}M" if rest else "")
+
+
+def _zone_name(tz_id: str, year: int, ctx: RenderContext) -> str:
+    if "custom_timezones" in ctx.dialect or "custom_timezones_without_definition" in ctx.dialect:
+        return "Customized Time Zone"
+    if "legacy_timezone_names" in ctx.dialect:
+        return timezones.legacy_name(tz_id, year)
+    return tz_id
+
+
+@lru_cache(maxsize=1024)
+def _definition(tag: str, tz_id: str, name: str, year: int) -> etree._Element:
+    """``t:StartTimeZone``/``t:EndTimeZone`` with the zone's full definition, as Exchange sends it: its periods
+    (standard, daylight) and the yearly transitions between them, for the item's year."""
+    rules = timezones.rules(tz_id, year)
+    out = etree.Element(t(tag), {"Id": name, "Name": name})
+    periods = sub(out, t("Periods"))
+    registry = f"trule:Microsoft/Registry/{tz_id}/{year}"
+    sub(periods, t("Period"), Bias=_ews_duration(rules.standard_bias), Name="Standard", Id=f"{registry}-Standard")
+    group = sub(sub(out, t("TransitionsGroups")), t("TransitionsGroup"), Id="0")
+    if rules.daylight_bias is None or rules.to_daylight is None or rules.to_standard is None:
+        sub(sub(group, t("Transition")), t("To"), f"{registry}-Standard", Kind="Period")
+    else:
+        sub(periods, t("Period"), Bias=_ews_duration(rules.daylight_bias), Name="Daylight", Id=f"{registry}-Daylight")
+        for change, target in ((rules.to_daylight, "Daylight"), (rules.to_standard, "Standard")):
+            step = sub(group, t("RecurringDayTransition"))
+            sub(step, t("To"), f"{registry}-{target}", Kind="Period")
+            sub(step, t("TimeOffset"), _ews_duration(change.minutes))
+            sub(step, t("Month"), change.month)
+            sub(step, t("DayOfWeek"), _WEEKDAY_NAMES[change.weekday])
+            sub(step, t("Occurrence"), -1 if change.week == 5 else change.week)
+    sub(sub(sub(out, t("Transitions")), t("Transition")), t("To"), "0", Kind="Group")
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _meeting_zone(tz_id: str, name: str, year: int) -> etree._Element:
+    """``t:MeetingTimeZone`` (Exchange 2007-style answers) with its BaseOffset and yearly changes."""
+    rules = timezones.rules(tz_id, year)
+    out = etree.Element(t("MeetingTimeZone"), {"TimeZoneName": name})
+    sub(out, t("BaseOffset"), _ews_duration(rules.standard_bias))
+    if rules.daylight_bias is not None and rules.to_daylight is not None and rules.to_standard is not None:
+        for tag, change, offset in (
+            ("Standard", rules.to_standard, 0),
+            ("Daylight", rules.to_daylight, rules.daylight_bias - rules.standard_bias),
+        ):
+            part = sub(out, t(tag))
+            sub(part, t("Offset"), _ews_duration(offset))
+            relative = sub(part, t("RelativeYearlyRecurrence"))
+            sub(relative, t("DaysOfWeek"), _WEEKDAY_NAMES[change.weekday])
+            sub(relative, t("DayOfWeekIndex"), _WEEK_INDEXES[change.week - 1])
+            sub(relative, t("Month"), _MONTH_NAMES[change.month - 1])
+            sub(part, t("Time"), f"{change.minutes // 60:02d}:{change.minutes % 60:02d}:00")
+    return out
+
+
+def _tz(parent: etree._Element, tag: str, item: CalendarItem, tz_id: str, ctx: RenderContext) -> None:
+    year = item.start.astimezone(timezones.zone(tz_id)).year
+    name = _zone_name(tz_id, year, ctx)
+    if "custom_timezones_without_definition" in ctx.dialect:
+        sub(parent, t(tag), Id=name, Name=name)
+        return
+    parent.append(copy.deepcopy(_definition(tag, tz_id, name, year)))
 
 
 Writer = Callable[[etree._Element, CalendarItem, RenderContext], None]
@@ -644,21 +731,30 @@ def _w_people(tag: str, attr: str) -> Writer:
 
 def _w_recurrence(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
     if item.recurrence is not None:
-        _recurrence(parent, item, item.recurrence)
+        _recurrence(parent, item, item.recurrence, ctx.dialect)
+
+
+def _w_original_start(tag: str) -> Writer:
+    def write(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
+        value = _original_start(item, ctx.dialect)
+        if value is not None:
+            sub(parent, t(tag), value)
+
+    return write
 
 
 def _w_first(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
-    if item.recurrence is not None:
+    if item.recurrence is not None and "no_first_last" not in ctx.dialect:
         first, _ = item.first_last()
         if first is not None:
-            _occurrence_info(parent, "FirstOccurrence", first)
+            _occurrence_info(parent, "FirstOccurrence", first, ctx)
 
 
 def _w_last(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
-    if item.recurrence is not None:
+    if item.recurrence is not None and "no_first_last" not in ctx.dialect:
         _, last = item.first_last()
         if last is not None:
-            _occurrence_info(parent, "LastOccurrence", last)
+            _occurrence_info(parent, "LastOccurrence", last, ctx)
 
 
 def _w_modified(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
@@ -667,7 +763,7 @@ def _w_modified(parent: etree._Element, item: CalendarItem, ctx: RenderContext) 
         for index in sorted(item.exceptions):
             occ = item.occurrence(index)
             if occ is not None:
-                _occurrence_info(container, "Occurrence", occ)
+                _occurrence_info(container, "Occurrence", occ, ctx)
 
 
 def _w_deleted(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
@@ -683,17 +779,22 @@ def _w_deleted(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -
 
 def _w_start_tz(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
     if not ctx.version_2007:
-        _tz(parent, "StartTimeZone", item.start_tz)
+        _tz(parent, "StartTimeZone", item, item.start_tz, ctx)
 
 
 def _w_end_tz(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
     if not ctx.version_2007:
-        _tz(parent, "EndTimeZone", item.end_tz)
+        _tz(parent, "EndTimeZone", item, item.end_tz, ctx)
 
 
 def _w_meeting_tz(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
     if ctx.version_2007:
-        sub(parent, t("MeetingTimeZone"), TimeZoneName=item.start_tz)
+        year = item.start.astimezone(timezones.zone(item.start_tz)).year
+        name = _zone_name(item.start_tz, year, ctx)
+        if "custom_timezones_without_definition" in ctx.dialect:
+            sub(parent, t("MeetingTimeZone"), TimeZoneName=name)
+            return
+        parent.append(copy.deepcopy(_meeting_zone(item.start_tz, name, year)))
 
 
 def _w_parent(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
@@ -738,11 +839,11 @@ _WRITERS: dict[str, Writer] = {
     "LastModifiedTime": _w_simple("LastModifiedTime", lambda i: i.modified),
     "IsAssociated": _w_simple("IsAssociated", lambda i: False),
     "UID": _w_simple("UID", lambda i: i.uid),
-    "RecurrenceId": _w_simple("RecurrenceId", lambda i: i.original_start),
+    "RecurrenceId": _w_original_start("RecurrenceId"),
     "DateTimeStamp": _w_simple("DateTimeStamp", lambda i: i.modified),
     "Start": _w_simple("Start", lambda i: i.start),
     "End": _w_simple("End", lambda i: i.end),
-    "OriginalStart": _w_simple("OriginalStart", lambda i: i.original_start),
+    "OriginalStart": _w_original_start("OriginalStart"),
     "IsAllDayEvent": _w_simple("IsAllDayEvent", lambda i: i.is_all_day),
     "LegacyFreeBusyStatus": _w_simple("LegacyFreeBusyStatus", lambda i: i.fb_status),
     "Location": _w_simple("Location", lambda i: i.location),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from . import dialect
 from .exchange import Exchange
 from .notifications import pending, send_notification
 from .soap import M_NS, SOAP_NS, envelope, parse_xml
@@ -177,16 +178,23 @@ class PushDelivery:
         with exchange.lock:
             mbx = exchange.by_guid[subscription.mailbox]
             events, more, after = pending(subscription, exchange.journals[mbx.guid].after(subscription.cursor))
-            body = envelope(
-                send_notification(subscription, mbx, events, more, after),
-                None,
-                request_version=exchange.version.push_request_version,
+            body = dialect.rewrite(
+                envelope(
+                    send_notification(subscription, mbx, events, more, after),
+                    None,
+                    request_version=exchange.version.push_request_version,
+                ),
+                exchange.faults.dialects(),
             )
         if self.check is not None:
             self.check(body)
         kind = "events" if events else "status"
         names = tuple(e.kind for e in events)
         at = exchange.clock.seconds()
+        if "never_push" in exchange.faults.dialects():  # accepted at Subscribe, never sent anything
+            subscription.cursor = after
+            self.log.append(Delivery(subscription.id, at, kind, names, "never sent"))
+            return "lost"
         if exchange.faults.take("lost_push"):
             subscription.cursor = after
             self.log.append(Delivery(subscription.id, at, kind, names, "lost"))

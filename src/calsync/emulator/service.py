@@ -19,6 +19,7 @@ from typing import Any
 
 from lxml import etree
 
+from . import dialect
 from .exchange import Account, Exchange
 from .model import Mailbox
 from .soap import (
@@ -224,7 +225,7 @@ class EwsService:
                 payload = operation(req, env.body)
             if not isinstance(payload, etree._Element):
                 return Answer(200, b"", {"Content-Type": "text/xml; charset=utf-8", **affinity}, stream=payload)
-            out = envelope(payload, server_version)
+            out = dialect.rewrite(envelope(payload, server_version), self.exchange.faults.dialects())
         except SoapFault as fault:
             return self._fault(fault, server_version)
         except EwsError as err:  # an error outside any response message: report it as a fault

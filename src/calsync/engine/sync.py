@@ -5,6 +5,11 @@ write each page's appointments together with the sync state that covers them, in
 The engine knows the store and a :class:`~calsync.sources.base.Source`; it knows nothing of EWS, Graph or
 HTTP. The past window is applied here: an item is stored if any of it lies after now - window (a series:
 if it has no end or ends after that); an item already stored is kept up to date whatever its age.
+
+Items the source could not read (``ChangePage.unreadable``) are not stored: they are listed (``unreadable_items``)
+with the field and raw value, the application keeps their last readable version (a full sync's sweep spares
+them), and every pass that starts :data:`REREAD_AFTER` after the last try reads them again by id, until they
+read well or are gone. ``PassResult.unreadable`` is the list after the pass, for the operator's incident.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from calsync.calendar.model import Appointment
-from calsync.sources.base import ChangePage, Source, SourceError
-from calsync.store import calendar, operators, syncstate, work
+from calsync.sources.base import ChangePage, ItemsRead, Source, SourceError, UnreadableItem
+from calsync.store import calendar, operators, syncstate, unreadable, work
 from calsync.store.db import Database
 from calsync.store.tables import utcnow
 from calsync.store.work import Claim
@@ -25,6 +30,7 @@ from calsync.store.work import Claim
 log = logging.getLogger("calsync.engine")
 
 Progress = Callable[[int, int], None]  # (items written so far, pages so far)
+REREAD_AFTER = timedelta(minutes=15)  # how often an unreadable item is read again by id
 
 
 @dataclass
@@ -38,6 +44,13 @@ class PassResult:
     full_sync: bool = False
     seconds: float = 0.0
     item_ids: list[str] = field(default_factory=list)
+    unreadable: list[UnreadableItem] = field(default_factory=list)  # still listed when the pass ended
+    listed_at_start: int = 0  # unreadable items listed when the pass began
+
+    @property
+    def unreadable_changed(self) -> bool:
+        """Whether the operator's unreadable items may differ from before the pass (else nothing to report)."""
+        return bool(self.unreadable or self.listed_at_start)
 
 
 def window_start(past_window_days: int, now: datetime | None = None) -> datetime:
@@ -73,8 +86,9 @@ def run_pass(
         with db.transaction() as session:
             work.check_fence(session, claim, renew_seconds=lease_seconds)
             syncstate.start_full(session, claim.operator_id)
+    listed = _read_unreadable_again(db, source, claim, oldest, lease_seconds, result)
     for page in source.changes(claim.email, claim.sync_state if not claim.full_sync else None, batch_size):
-        _commit_page(db, claim, page, oldest, lease_seconds, result)
+        _commit_page(db, claim, page, oldest, lease_seconds, result, listed)
         if progress is not None:
             progress(result.upserts, result.pages)
         if page.done:
@@ -97,8 +111,16 @@ def run_pass(
 
 
 def _commit_page(
-    db: Database, claim: Claim, page: ChangePage, oldest: datetime, lease_seconds: float, result: PassResult
+    db: Database,
+    claim: Claim,
+    page: ChangePage,
+    oldest: datetime,
+    lease_seconds: float,
+    result: PassResult,
+    listed: set[str],
 ) -> None:
+    """Write one page with its sync state. ``listed``: the ids on the unreadable list (kept up to date here), so
+    that a mailbox without unreadable items pays no statement for them."""
     with db.transaction() as session:
         work.check_fence(session, claim, renew_seconds=lease_seconds)
         ids = [a.item_id for a in page.upserts]
@@ -108,6 +130,11 @@ def _commit_page(
         result.upserts += calendar.upsert(session, claim.operator_id, keep)
         result.deletes += calendar.delete_items(session, claim.operator_id, page.deletes)
         result.item_ids.extend(a.item_id for a in keep)
+        settled = [i for i in (*ids, *page.deletes) if i in listed]
+        if settled or page.unreadable:
+            unreadable.settle(session, claim.operator_id, settled, page.unreadable)
+            listed.difference_update(settled)
+            listed.update(u.item_id for u in page.unreadable)
         syncstate.save(session, claim.operator_id, page.sync_state)
         result.pages += 1
         result.requests += page.requests
@@ -116,7 +143,44 @@ def _commit_page(
             if sweep_from is not None:
                 result.deletes += calendar.sweep(session, claim.operator_id, sweep_from)
             operators.record_success(session, claim.operator_id)
+            result.unreadable = unreadable.listed(session, claim.operator_id) if listed else []
             work.finish(session, claim)
+
+
+def _read_unreadable_again(
+    db: Database, source: Source, claim: Claim, oldest: datetime, lease_seconds: float, result: PassResult
+) -> set[str]:
+    """Read the listed items not tried for :data:`REREAD_AFTER` again, by id (before the pass's changes, so that
+    anything newer the changes bring wins). Returns the ids still listed."""
+    with db.read() as session:
+        tries = unreadable.last_tries(session, claim.operator_id)
+    result.listed_at_start = len(tries)
+    due = sorted((i for i, tried in tries.items() if tried < utcnow() - REREAD_AFTER), key=tries.__getitem__)[:100]
+    if not due:
+        return set(tries)
+    read: ItemsRead = source.read_items(claim.email, due)
+    with db.transaction() as session:
+        work.check_fence(session, claim, renew_seconds=lease_seconds)
+        ids = [a.item_id for a in read.upserts]
+        stored = calendar.existing_ids(session, claim.operator_id, ids)
+        keep = [a for a in read.upserts if a.item_id in stored or in_window(a, oldest)]
+        result.upserts += calendar.upsert(session, claim.operator_id, keep)
+        result.deletes += calendar.delete_items(session, claim.operator_id, read.gone)
+        unreadable.settle(session, claim.operator_id, ids + list(read.gone), read.unreadable)
+        unreadable.tried(session, claim.operator_id, due)
+    still = set(tries) - set(ids) - set(read.gone) | {u.item_id for u in read.unreadable}
+    log.info(
+        "unreadable items read again",
+        extra={
+            "operator": claim.operator_id,
+            "mailbox": claim.email,
+            "tried": len(due),
+            "read": len(read.upserts),
+            "gone": len(read.gone),
+            "still_unreadable": len(read.unreadable),
+        },
+    )
+    return still
 
 
 def restart_full(db: Database, claim: Claim) -> None:

@@ -6,9 +6,14 @@ for a catch-up pass (invariant 6). A newly subscribed operator gets its initial 
 With a :class:`~calsync.alerts.tracker.FailureTracker`: a failed subscribe is a failure of the operator
 (``mailbox_not_found``, ``credentials_rejected``, ... are permanent: reported at once) and a successful one
 ends a streak whose latest failure was a subscribe; a subscription recreated because it fell silent is a
-failure with code ``listener_unreachable`` (Exchange could not reach the listener), which only a push heard on
-the new subscription (heartbeat or event, seen at a later run) ends. Operators whose sync is switched off have
-their streaks closed quietly.
+failure with code ``listener_unreachable`` (Exchange could not reach the listener), or
+``exchange_never_delivers`` when the listener URL checks out (:mod:`calsync.listener.reachability`) and no push
+has ever come from this source; only a push heard on the new subscription (heartbeat or event, seen at a later
+run) ends it. Operators whose sync is switched off have their streaks closed quietly.
+
+A Subscribe that fails after the server may have made the subscription (a timeout, a lost answer) leaves
+nothing to undo here: a push subscription ends only when its subscriber answers Unsubscribe, and the listener
+answers Unsubscribe to any subscription calsync does not hold (invariant 2), at its first notification.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from calsync.sources.base import Source, SourceError
-from calsync.store import operators, subscriptions, work
+from calsync.store import listener_checks, operators, subscriptions, work
 from calsync.store.db import Database
 from calsync.store.tables import utcnow
 
@@ -28,7 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("calsync.jobs.subscriptions")
 
-LISTENER_UNREACHABLE = "listener_unreachable"  # the catalogue code (calsync.alerts.catalogue)
+LISTENER_UNREACHABLE = "listener_unreachable"  # catalogue codes (calsync.alerts.catalogue)
+EXCHANGE_NEVER_DELIVERS = "exchange_never_delivers"
+SILENCE_CODES = (LISTENER_UNREACHABLE, EXCHANGE_NEVER_DELIVERS)
 
 
 @dataclass
@@ -90,7 +97,7 @@ def manage(
         silent, frequency = False, status_frequency
         if sub is not None:
             url, frequency, silent, heard = sub
-            if heard and not silent and LISTENER_UNREACHABLE in codes and tracker is not None:
+            if heard and not silent and any(c in SILENCE_CODES for c in codes) and tracker is not None:
                 _tracked(tracker.record_success, operator_id, origin="listener")  # pushes arrive again
             if not silent and url == callback_url and frequency == status_frequency:
                 continue
@@ -108,14 +115,10 @@ def manage(
                 _tracked(tracker.record_failure, operator_id, exc, origin="subscribe")
             continue
         if tracker is not None:
-            if any(code != LISTENER_UNREACHABLE for code in codes):
+            if any(code not in SILENCE_CODES and code != "unreadable_item" for code in codes):
                 _tracked(tracker.record_success, operator_id, origin="subscribe")  # Exchange answers again
             if silent:
-                message = (
-                    f"The subscription for {email} was silent for more than {2 * frequency} minutes "
-                    "(twice StatusFrequency): Exchange's pushes did not reach the listener, so it was recreated."
-                )
-                error = SourceError("transient", LISTENER_UNREACHABLE, message)
+                error = _silence(db, source, email, callback_url, frequency)
                 _tracked(tracker.record_failure, operator_id, error, origin="listener")
         with db.transaction() as session:
             subscriptions.save(
@@ -131,6 +134,30 @@ def manage(
             extra={"operator": operator_id, "mailbox": email, "recreated": sub is not None, "silent": silent},
         )
     return result
+
+
+def _silence(db: Database, source: Source, email: str, callback_url: str, frequency: int) -> SourceError:
+    """Why a subscription fell silent, as far as calsync can tell: the listener URL checks out (it comes back to
+    this listener) and Exchange has never reached us on any subscription: Exchange does not deliver; otherwise the
+    listener cannot be reached."""
+    with db.read() as session:
+        check = listener_checks.latest(session, callback_url)
+        heard = subscriptions.any_heard(session, source.name)
+    silence = f"The subscription for {email} was silent for more than {2 * frequency} minutes (twice StatusFrequency)"
+    if check is not None and check.ok and not heard:
+        return SourceError(
+            "transient",
+            EXCHANGE_NEVER_DELIVERS,
+            f"{silence}, and no notification or heartbeat has ever arrived from Exchange on any subscription, "
+            f"although the listener URL comes back to this listener (checked {check.checked_at:%Y-%m-%d %H:%M} UTC): "
+            "Exchange accepts subscriptions but does not deliver. It was recreated.",
+        )
+    checked = "" if check is None else f" (listener URL check: {check.detail})"
+    return SourceError(
+        "transient",
+        LISTENER_UNREACHABLE,
+        f"{silence}: Exchange's pushes did not reach the listener{checked}, so it was recreated.",
+    )
 
 
 def _open_streaks(tracker: FailureTracker | None) -> dict[int, list[str]]:

@@ -11,6 +11,7 @@ BackOffMilliseconds); permanent ones after 5 minutes; an expired sync state star
 With a :class:`~calsync.alerts.tracker.FailureTracker` (``calsync serve`` and ``worker`` always have one),
 every failure and success is recorded there: once the operator's failure is an incident (it lasted
 StatusFrequency minutes, or it is permanent) the tracker's slower pace applies instead (5 minutes by default).
+Items a successful pass could not read keep the operator's ``unreadable_item`` incident up to date.
 """
 
 from __future__ import annotations
@@ -186,6 +187,8 @@ class NotificationProcessor:
         if self.tracker is not None:
             try:
                 self.tracker.record_success(claim.operator_id)
+                if result.unreadable_changed:
+                    self.tracker.record_unreadable(claim.operator_id, result.unreadable)
             except Exception:  # the pass is committed; a tracker hiccup must not turn it into a failure
                 log.exception("could not record the successful pass", extra=about)
         if self.on_pass is not None:

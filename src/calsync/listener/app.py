@@ -1,4 +1,6 @@
 """The push listener: ``POST /ews/notifications/<secret>``. It records and answers; it never calls Exchange.
+``GET`` on the same URL answers a person checking it from an Exchange server, and calsync's own check that
+the public listener URL comes back here (:mod:`calsync.listener.reachability`).
 
 A notification is answered OK only after its events are stored and the mailbox marked dirty, in one
 transaction (invariant 2); a subscription we do not know, or one of an operator no longer enabled, gets
@@ -71,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -104,6 +107,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("calsync.listener")
 
 PATH = "/ews/notifications/{secret}"
+PROBE_HEADER = "X-Calsync-Probe"  # a nonce, sent by calsync's own reachability check (GET)
+PROBE_ANSWER_HEADER = "X-Calsync-Probe-Answer"  # HMAC-SHA256 of the nonce under the path's secret, hex
 
 REFUSALS_PER_SECOND = 10.0  # refused requests per second one address may make before being answered 429
 REFUSAL_BURST = 20  # ...after a burst of this many
@@ -114,6 +119,10 @@ WRITER_IDLE_SECONDS = 2.0  # the writer thread ends after this long without work
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def probe_answer(secret: str, nonce: str) -> str:
+    return hmac.new(secret.encode(), nonce.encode(), hashlib.sha256).hexdigest()
 
 
 def parse_address(text: str | None) -> IPAddress | None:
@@ -378,7 +387,19 @@ class Listener:
         self._connection: WriterConnection | None = None  # the writer thread's own, while it runs
 
     def routes(self) -> list[Route]:
-        return [Route(PATH, self.receive, methods=["POST"])]
+        return [Route(PATH, self.receive, methods=["POST"]), Route(PATH, self.answer_probe, methods=["GET"])]
+
+    async def answer_probe(self, request: Request) -> Response:
+        """GET on the listener URL: a person (or calsync's own reachability check) asking whether it comes back to
+        this listener. Guarded like a push (allow-list, secret); a probe nonce is answered with its HMAC under
+        the secret in the path, which only a listener of this deployment can compute."""
+        _, refused = self._admit(request)
+        if refused is not None:
+            return refused
+        secret = request.path_params["secret"]
+        nonce = request.headers.get(PROBE_HEADER, "")
+        headers = {PROBE_ANSWER_HEADER: probe_answer(secret, nonce)} if 0 < len(nonce) <= 128 else {}
+        return PlainTextResponse("calsync listener: Exchange POSTs SendNotification here\n", headers=headers)
 
     def _secret_ok(self, given: str) -> bool:
         # Compare every accepted secret (no early exit), each in constant time.
@@ -413,16 +434,24 @@ class Listener:
             log.info("notification refused", extra={"client": key, "reason": reason, "status": status})
         return PlainTextResponse(reason, status_code=status)
 
-    async def receive(self, request: Request) -> Response:
+    def _admit(self, request: Request) -> tuple[str, Response | None]:
+        """The first two guards (source networks, then the secret): the client's limiter key, and the refusal
+        to answer with, if any."""
         peer = request.client.host if request.client is not None else None
         address = client_address(
             peer, request.headers.getlist("x-forwarded-for"), trust_forwarded_for=self.trust_forwarded_for
         )
         key = limiter_key(address, peer)
         if not self._allowed(address):
-            return self._refuse(key, 403, "Forbidden")
+            return key, self._refuse(key, 403, "Forbidden")
         if not self._secret_ok(request.path_params["secret"]):
-            return self._refuse(key, 404, "Not Found")
+            return key, self._refuse(key, 404, "Not Found")
+        return key, None
+
+    async def receive(self, request: Request) -> Response:
+        key, refused = self._admit(request)
+        if refused is not None:
+            return refused
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return self._refuse(key, 413, f"body larger than {MAX_BODY_BYTES} bytes")

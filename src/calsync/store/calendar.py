@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from calsync.calendar.model import Appointment, Attendee, OccurrenceOverride, Recurrence
@@ -160,6 +160,18 @@ def delete_items(session: Session, operator_id: int, item_ids: Iterable[str]) ->
         delete(AppointmentRow).where(AppointmentRow.operator_id == operator_id, AppointmentRow.item_id.in_(ids))
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def keep(session: Session, operator_id: int, item_ids: Iterable[str]) -> None:
+    """These items were seen but could not be read: keep their last readable version through a full sync's
+    sweep (it removes only what a full sync did not see)."""
+    ids = list(item_ids)
+    if ids:
+        session.execute(
+            update(AppointmentRow)
+            .where(AppointmentRow.operator_id == operator_id, AppointmentRow.item_id.in_(ids))
+            .values(synced_at=utcnow())
+        )
 
 
 def sweep(session: Session, operator_id: int, not_seen_since: datetime) -> int:

@@ -76,6 +76,7 @@ class _Heard:
     events: int = 0
     heartbeats: int = 0
     watermark: str | None = None
+    heartbeat_at: datetime | None = None  # the latest heartbeat (StatusEvent) among them
 
 
 def _event_rows(
@@ -131,6 +132,7 @@ class Batch:
             self.dirty[operator_id] = (pushes + 1, min(since, now))
         else:
             heard.heartbeats += 1
+            heard.heartbeat_at = max(heard.heartbeat_at or now, now)
         return len(rows)
 
     def write(self, session: Session) -> None:
@@ -147,6 +149,7 @@ class Batch:
             params |= {
                 "s_sid": [sid for sid, _ in heard],
                 "s_at": [h.at for _, h in heard],
+                "s_hbat": [h.heartbeat_at for _, h in heard],
                 "s_wm": [h.watermark for _, h in heard],
                 "s_ev": [h.events for _, h in heard],
                 "s_hb": [h.heartbeats for _, h in heard],
@@ -161,7 +164,14 @@ class Batch:
         connection.execute(
             _HEARD,
             [
-                {"b_sid": sid, "b_at": h.at, "b_wm": h.watermark, "b_ev": h.events, "b_hb": h.heartbeats}
+                {
+                    "b_sid": sid,
+                    "b_at": h.at,
+                    "b_hbat": h.heartbeat_at,
+                    "b_wm": h.watermark,
+                    "b_ev": h.events,
+                    "b_hb": h.heartbeats,
+                }
                 for sid, h in heard
             ],
         )
@@ -186,6 +196,7 @@ _HEARD = (
     .where(_subs.subscription_id == bindparam("b_sid"))
     .values(
         last_heard_at=bindparam("b_at", type_=UtcDateTime()),
+        last_heartbeat_at=func.coalesce(bindparam("b_hbat", type_=UtcDateTime()), _subs.last_heartbeat_at),
         watermark=func.coalesce(bindparam("b_wm", type_=Text()), _subs.watermark),
         events=_subs.events + bindparam("b_ev", type_=Integer()),
         heartbeats=_subs.heartbeats + bindparam("b_hb", type_=Integer()),
@@ -208,12 +219,12 @@ _PG_WRITE = text(
     """
     WITH heard AS (
         UPDATE subscriptions AS s
-        SET last_heard_at = v.at, watermark = coalesce(v.wm, s.watermark),
-            events = s.events + v.ev, heartbeats = s.heartbeats + v.hb
+        SET last_heard_at = v.at, last_heartbeat_at = coalesce(v.hbat, s.last_heartbeat_at),
+            watermark = coalesce(v.wm, s.watermark), events = s.events + v.ev, heartbeats = s.heartbeats + v.hb
         FROM unnest(
-            CAST(:s_sid AS text[]), CAST(:s_at AS timestamptz[]), CAST(:s_wm AS text[]),
-            CAST(:s_ev AS integer[]), CAST(:s_hb AS integer[])
-        ) AS v (sid, at, wm, ev, hb)
+            CAST(:s_sid AS text[]), CAST(:s_at AS timestamptz[]), CAST(:s_hbat AS timestamptz[]),
+            CAST(:s_wm AS text[]), CAST(:s_ev AS integer[]), CAST(:s_hb AS integer[])
+        ) AS v (sid, at, hbat, wm, ev, hb)
         WHERE s.subscription_id = v.sid
     ), dirty AS (
         UPDATE mailbox_work AS w
@@ -258,6 +269,7 @@ def record(
         values["events"] = SubscriptionRow.events + len(rows)
     else:
         values["heartbeats"] = SubscriptionRow.heartbeats + 1
+        values["last_heartbeat_at"] = now
     session.execute(update(SubscriptionRow).where(SubscriptionRow.subscription_id == subscription_id).values(**values))
     if rows:
         work.mark_dirty(session, operator_id, now=now)

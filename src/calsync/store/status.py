@@ -24,7 +24,7 @@ class OperatorStatus:
     email: str
     enabled: bool
     subscribed: bool
-    last_heartbeat: datetime | None
+    last_heartbeat: datetime | None  # the last heartbeat (StatusEvent) that came; None: none yet
     last_sync: datetime | None
     initial_sync_done: bool
     pending_notifications: int
@@ -39,6 +39,8 @@ class OperatorStatus:
     display_name: str | None = None
     subscription_frequency: int | None = None  # the subscription's StatusFrequency (minutes)
     dirty_since: datetime | None = None  # when the oldest change not yet synced was noticed (None: nothing waits)
+    subscribed_at: datetime | None = None  # when the current subscription was made
+    last_heard: datetime | None = None  # the last push (event or heartbeat) on it; None: not yet heard from
 
 
 def operator_statuses(session: Session, email: str | None = None) -> list[OperatorStatus]:
@@ -100,7 +102,7 @@ def _statuses(session: Session, email: str | None) -> list[OperatorStatus]:
                 email=op.email,
                 enabled=op.sync_enabled,
                 subscribed=sub is not None,
-                last_heartbeat=None if sub is None else sub.last_heard_at,
+                last_heartbeat=None if sub is None else sub.last_heartbeat_at,
                 last_sync=op.last_sync_at,
                 initial_sync_done=bool(state and state.initial_done),
                 pending_notifications=int(n_pending or 0),
@@ -115,6 +117,8 @@ def _statuses(session: Session, email: str | None) -> list[OperatorStatus]:
                 display_name=op.display_name,
                 subscription_frequency=None if sub is None else sub.status_frequency,
                 dirty_since=work.dirty_since if dirty and work is not None else None,
+                subscribed_at=None if sub is None else sub.created_at,
+                last_heard=sub.last_heard_at if sub is not None and sub.heartbeats + sub.events > 0 else None,
             )
         )
     return out

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from .tables import Operator, SubscriptionRow, utcnow
+from .tables import NotificationRow, Operator, SubscriptionRow, utcnow
 
 
 def for_operator(session: Session, operator_id: int) -> SubscriptionRow | None:
@@ -59,3 +59,23 @@ def with_operators(session: Session) -> list[tuple[Operator, SubscriptionRow | N
 def is_silent(sub: SubscriptionRow, now: datetime | None = None) -> bool:
     """Silent for twice its StatusFrequency: Exchange has given up on it (or never reaches us)."""
     return (now or utcnow()) - sub.last_heard_at > timedelta(minutes=2 * sub.status_frequency)
+
+
+def any_heard(session: Session, source: str) -> bool:
+    """Whether Exchange has ever reached us for this source: a subscription of one of its operators that had a
+    push, or a notification still kept."""
+    heard = (
+        select(SubscriptionRow.id)
+        .join(Operator, Operator.id == SubscriptionRow.operator_id)
+        .where(Operator.source == source, SubscriptionRow.heartbeats + SubscriptionRow.events > 0)
+        .limit(1)
+    )
+    if session.scalar(heard) is not None:
+        return True
+    kept = (
+        select(NotificationRow.id)
+        .join(Operator, Operator.id == NotificationRow.operator_id)
+        .where(Operator.source == source)
+        .limit(1)
+    )
+    return session.scalar(kept) is not None

@@ -6,8 +6,9 @@ calendar: one row per Exchange item, series kept whole), ``sync_states`` (the pe
 ``subscriptions`` (Exchange's promise to notify us), ``notifications`` (the listener's inbox),
 ``mailbox_work`` (dirty flag, lease and fencing token per mailbox), ``jobs`` (schedule and state of
 the jobs, changeable at run time), ``incidents`` (failure streaks and the e-mails sent about them),
-``api_tokens`` (who may use the admin API, hashed), ``audit_log`` (every change made through it) and
-``setting_overrides`` (settings changed at run time, applied by every node).
+``api_tokens`` (who may use the admin API, hashed), ``audit_log`` (every change made through it),
+``setting_overrides`` (settings changed at run time, applied by every node), ``unreadable_items`` (items a
+pass could not read, until they read well) and ``listener_checks`` (whether the listener URL comes back to us).
 
 Two-way sync (a later step) fits in: appointments carry ``origin`` and ``app_version``/``pushed_version``,
 so application-made changes can be queued for writing to Exchange without a new table shape.
@@ -140,7 +141,8 @@ class SubscriptionRow(Base):
     status_frequency: Mapped[int] = mapped_column(Integer)
     callback_url: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_heard_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heard_at: Mapped[datetime] = mapped_column(default=utcnow)  # a push, or its creation (silence clock)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column()  # the last StatusEvent that came, if any
     heartbeats: Mapped[int] = mapped_column(Integer, default=0)
     events: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -259,3 +261,32 @@ class SettingOverrideRow(Base):
     value: Mapped[dict[str, Any]] = mapped_column()  # {"value": <JSON value>}
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     changed_by: Mapped[str] = mapped_column(String(256))
+
+
+class UnreadableItemRow(Base):
+    """An item a sync pass could not read (a value that decides its place was missing or unreadable): it is not
+    stored, the application keeps its last readable version, and the operator's ``unreadable_item`` incident
+    lists it until it reads well (read again by id every :data:`calsync.engine.sync.REREAD_AFTER`)."""
+
+    __tablename__ = "unreadable_items"
+
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"), primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    subject: Mapped[str | None] = mapped_column(Text)
+    field: Mapped[str] = mapped_column(String(256))
+    raw: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column()
+    last_tried_at: Mapped[datetime] = mapped_column()
+
+
+class ListenerCheckRow(Base):
+    """The latest check that the listener URL comes back to this deployment's listener (one row per URL)."""
+
+    __tablename__ = "listener_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    checked_at: Mapped[datetime] = mapped_column()
+    ok: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text)

@@ -99,6 +99,7 @@
     const subs = d.subscriptions || {};
     fill("subscription-counts", [
       count("Healthy", subs.healthy ?? 0, { id: "subscriptions-healthy" }),
+      count("Not yet heard from", subs.not_yet_heard ?? 0, { id: "subscriptions-not-yet-heard" }),
       count("Dying", subs.dying ?? 0, { id: "subscriptions-dying", alert: true }),
       count("Missing", subs.missing ?? 0, { id: "subscriptions-missing", alert: true }),
     ]);

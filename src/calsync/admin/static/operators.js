@@ -14,8 +14,10 @@
 
   function subscriptionCell(sub) {
     if (!sub) return [A.badge("missing", "badge-missing")];
-    const parts = [A.badge(sub.state || "unknown", "badge-" + (sub.state || "unknown"))];
-    if (sub.last_heartbeat) parts.push(h("span", { class: "small" }, " heard "), A.timeEl(sub.last_heartbeat));
+    const state = sub.state || "unknown";
+    const parts = [A.badge(state === "not_yet_heard" ? "not yet heard from" : state, "badge-" + state)];
+    if (sub.last_heard) parts.push(h("span", { class: "small" }, " heard "), A.timeEl(sub.last_heard));
+    else if (sub.subscribed_at) parts.push(h("span", { class: "small" }, " subscribed "), A.timeEl(sub.subscribed_at));
     return parts;
   }
 

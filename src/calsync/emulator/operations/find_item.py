@@ -114,7 +114,7 @@ def handle(req: Request, body: etree._Element) -> etree._Element:
                 TotalItemsInView=total,
                 IncludesLastItemInRange=offset + len(page) >= total,
             )
-        ctx = RenderContext(mbx, req.is_2007)
+        ctx = RenderContext(mbx, req.is_2007, req.exchange.faults.dialects())
         container = sub(root, t("Items"))
         for item in page:
             render(container, item, fields, ctx)

@@ -16,6 +16,6 @@ def handle(req: Request, body: etree._Element) -> etree._Element:
 
     def each(holder: etree._Element, ref: etree._Element) -> None:
         mbx, item = item_target(req, ref)
-        render(sub(holder, m("Items")), item, fields, RenderContext(mbx, req.is_2007))
+        render(sub(holder, m("Items")), item, fields, RenderContext(mbx, req.is_2007, req.exchange.faults.dialects()))
 
     return respond("GetItem", refs, each)

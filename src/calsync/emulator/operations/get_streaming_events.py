@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from .. import dialect
 from ..notifications import pending, render_notification
 from ..service import Request
 from ..soap import EwsError, SoapFault, el, envelope, m, response_message, sub, t
@@ -41,7 +42,7 @@ class StreamPlan:
                 )
                 subscription.cursor = after
         sub(msg, m("ConnectionStatus"), status)
-        return envelope(root, exchange.version.server_version)
+        return dialect.rewrite(envelope(root, exchange.version.server_version), exchange.faults.dialects())
 
     def _collect(self) -> list[tuple[Subscription, list, bool, int]]:
         exchange = self.req.exchange

@@ -101,7 +101,7 @@ def handle(req: Request, body: etree._Element) -> etree._Element:
             subscription.timeout = _int_between(request, "Timeout", 1, 1440, None)
         exchange.add_subscription(subscription)
         sub(holder, m("SubscriptionId"), subscription.id)
-        if kind != "streaming":
+        if kind != "streaming" and not (kind == "push" and "no_watermark" in exchange.faults.dialects()):
             sub(holder, m("Watermark"), encode_watermark(mbx.guid, cursor))
 
     return respond("Subscribe", requests, each)

@@ -89,7 +89,7 @@ def handle(req: Request, body: etree._Element) -> etree._Element:
         sub(holder, m("SyncState"), req.exchange.sync_codec.encode(new_state))
         sub(holder, m("IncludesLastItemInRange"), len(batch) == len(changes))
         out = sub(holder, m("Changes"))
-        ctx = RenderContext(mbx, req.is_2007)
+        ctx = RenderContext(mbx, req.is_2007, req.exchange.faults.dialects())
         for _, kind, number, changed in batch:
             change = sub(out, t(kind))
             if changed is None:
