@@ -15,6 +15,7 @@ Routes (all JSON; errors are ``{"error": "..."}`` with a 4xx status):
 - ``GET|POST|DELETE /emulator/faults``: read, set (partial), clear
 - ``GET|POST /emulator/clock`` ``{"speed"?, "advance_seconds"?}``
 - ``GET /emulator/subscriptions``; ``GET /emulator/push-log``
+- the Graph wing's routes under ``/emulator/graph/`` (:mod:`calsync.emulator.graph.control`)
 
 Item ids are base64 and may hold ``/`` and ``+``: in paths, give them in URL-safe form (``-`` for ``+``,
 ``_`` for ``/``), which every route accepts.
@@ -32,18 +33,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .errors import EwsError
+from .ews.push import PushDelivery
 from .exchange import Exchange
+from .notifier import Notifier
 from .outlook import Outlook, SpecError, describe, truth
-from .push import PushDelivery
 from .sample_data import populate
-from .soap import EwsError
 
 
 class BadRequest(Exception):
     pass
 
 
-async def _json(request: Request) -> dict[str, Any]:
+async def read_json(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if len(raw) > 1_000_000:
         raise BadRequest("request body larger than 1 MB")
@@ -58,7 +60,7 @@ async def _json(request: Request) -> dict[str, Any]:
     return data
 
 
-def _guard(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[JSONResponse]]:
+def guard(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def wrapped(request: Request) -> JSONResponse:
         try:
             result = await handler(request)
@@ -93,7 +95,13 @@ def _range(request: Request) -> tuple[datetime, datetime]:
     return start, end
 
 
-def routes(exchange: Exchange, push: PushDelivery) -> list[Route]:
+def routes(exchange: Exchange, push: PushDelivery, *also_woken: Notifier[Any]) -> list[Route]:
+    """The routes; ``also_woken``: other deliveries to wake (besides EWS push) when faults or the clock change."""
+
+    def poke() -> None:
+        for notifier in (push, *also_woken):
+            notifier.poke_all()
+
     def outlook(request: Request) -> Outlook:
         return Outlook(exchange, request.path_params["address"])
 
@@ -103,12 +111,17 @@ def routes(exchange: Exchange, push: PushDelivery) -> list[Route]:
     async def list_mailboxes(request: Request) -> Any:
         with exchange.lock:
             return [
-                {"address": m.address, "display_name": m.display_name, "items": len(m.calendar.items)}
+                {
+                    "address": m.address,
+                    "display_name": m.display_name,
+                    "items": len(m.calendar.items),
+                    "graph_id": str(m.guid),  # the user's object id in Graph paths
+                }
                 for m in exchange.mailboxes.values()
             ]
 
     async def add_mailbox(request: Request) -> Any:
-        data = await _json(request)
+        data = await read_json(request)
         mbx = exchange.add_mailbox(str(data.get("address", "")), data.get("display_name"))
         count = int(data.get("populate", 0))
         if count < 0 or count > 10_000:
@@ -120,7 +133,7 @@ def routes(exchange: Exchange, push: PushDelivery) -> list[Route]:
         return JSONResponse({"address": mbx.address, "items": len(mbx.calendar.items)}, status_code=201)
 
     async def add_account(request: Request) -> Any:
-        data = await _json(request)
+        data = await read_json(request)
         account = exchange.add_account(
             str(data.get("username", "")), str(data.get("password", "")), bool(data.get("impersonation", True))
         )
@@ -132,12 +145,12 @@ def routes(exchange: Exchange, push: PushDelivery) -> list[Route]:
             return [describe(i) for i in o.items()]
 
     async def create_item(request: Request) -> Any:
-        data = await _json(request)
+        data = await read_json(request)
         item = outlook(request).create(data)
         return JSONResponse(describe(item), status_code=201)
 
     async def update_item(request: Request) -> Any:
-        data = await _json(request)
+        data = await read_json(request)
         return describe(outlook(request).update(request.path_params["item_id"], data))
 
     async def delete_item(request: Request) -> Any:
@@ -147,11 +160,11 @@ def routes(exchange: Exchange, push: PushDelivery) -> list[Route]:
         return {"deleted": request.path_params["item_id"]}
 
     async def move_item(request: Request) -> Any:
-        data = await _json(request)
+        data = await read_json(request)
         return describe(outlook(request).move(request.path_params["item_id"], str(data.get("folder", ""))))
 
     async def update_occurrence(request: Request) -> Any:
-        data = await _json(request)
+        data = await read_json(request)
         index = int(request.path_params["index"])
         return describe(outlook(request).update_occurrence(request.path_params["item_id"], index, data))
 
@@ -173,21 +186,21 @@ def routes(exchange: Exchange, push: PushDelivery) -> list[Route]:
 
     async def faults(request: Request) -> Any:
         if request.method == "POST":
-            exchange.faults.update(**await _json(request))
-            push.poke_all()
+            exchange.faults.update(**await read_json(request))
+            poke()
         elif request.method == "DELETE":
             exchange.faults.clear()
-            push.poke_all()
+            poke()
         return exchange.faults.as_dict()
 
     async def clock(request: Request) -> Any:
         if request.method == "POST":
-            data = await _json(request)
+            data = await read_json(request)
             if "speed" in data:
                 exchange.clock.set_speed(float(data["speed"]))
             if "advance_seconds" in data:
                 exchange.clock.advance(float(data["advance_seconds"]))
-            push.poke_all()
+            poke()
         return {
             "now": exchange.clock.now().isoformat(),
             "speed": exchange.clock.speed,
@@ -219,31 +232,31 @@ def routes(exchange: Exchange, push: PushDelivery) -> list[Route]:
     p = "/emulator"
     item = p + "/mailboxes/{address}/items/{item_id}"
     return [
-        Route(p + "/health", _guard(health)),
-        Route(p + "/mailboxes", _guard(list_mailboxes), methods=["GET"]),
-        Route(p + "/mailboxes", _guard(add_mailbox), methods=["POST"]),
-        Route(p + "/accounts", _guard(add_account), methods=["POST"]),
-        Route(p + "/mailboxes/{address}/items", _guard(list_items), methods=["GET"]),
-        Route(p + "/mailboxes/{address}/items", _guard(create_item), methods=["POST"]),
-        Route(p + "/mailboxes/{address}/calendar", _guard(calendar), methods=["GET"]),
-        Route(p + "/mailboxes/{address}/expire-sync-states", _guard(expire_sync), methods=["POST"]),
-        Route(p + "/mailboxes/{address}/expire-watermarks", _guard(expire_watermarks), methods=["POST"]),
+        Route(p + "/health", guard(health)),
+        Route(p + "/mailboxes", guard(list_mailboxes), methods=["GET"]),
+        Route(p + "/mailboxes", guard(add_mailbox), methods=["POST"]),
+        Route(p + "/accounts", guard(add_account), methods=["POST"]),
+        Route(p + "/mailboxes/{address}/items", guard(list_items), methods=["GET"]),
+        Route(p + "/mailboxes/{address}/items", guard(create_item), methods=["POST"]),
+        Route(p + "/mailboxes/{address}/calendar", guard(calendar), methods=["GET"]),
+        Route(p + "/mailboxes/{address}/expire-sync-states", guard(expire_sync), methods=["POST"]),
+        Route(p + "/mailboxes/{address}/expire-watermarks", guard(expire_watermarks), methods=["POST"]),
         Route(
             p + "/mailboxes/{address}/items/{item_id}/occurrences/{index:int}",
-            _guard(update_occurrence),
+            guard(update_occurrence),
             methods=["PATCH"],
         ),
         Route(
             p + "/mailboxes/{address}/items/{item_id}/occurrences/{index:int}",
-            _guard(delete_occurrence),
+            guard(delete_occurrence),
             methods=["DELETE"],
         ),
-        Route(p + "/mailboxes/{address}/items/{item_id}/move", _guard(move_item), methods=["POST"]),
-        Route(item, _guard(update_item), methods=["PATCH"]),
-        Route(item, _guard(delete_item), methods=["DELETE"]),
-        Route(p + "/faults", _guard(faults), methods=["GET", "POST", "DELETE"]),
-        Route(p + "/clock", _guard(clock), methods=["GET", "POST"]),
-        Route(p + "/subscriptions", _guard(subscriptions)),
-        Route(p + "/push-log", _guard(push_log)),
-        Route(p + "/stats", _guard(stats)),
+        Route(p + "/mailboxes/{address}/items/{item_id}/move", guard(move_item), methods=["POST"]),
+        Route(item, guard(update_item), methods=["PATCH"]),
+        Route(item, guard(delete_item), methods=["DELETE"]),
+        Route(p + "/faults", guard(faults), methods=["GET", "POST", "DELETE"]),
+        Route(p + "/clock", guard(clock), methods=["GET", "POST"]),
+        Route(p + "/subscriptions", guard(subscriptions)),
+        Route(p + "/push-log", guard(push_log)),
+        Route(p + "/stats", guard(stats)),
     ]

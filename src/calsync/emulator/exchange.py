@@ -17,11 +17,15 @@ from datetime import datetime
 from typing import Any
 
 from .clock import Clock
+from .errors import EwsError
+from .ews.subscriptions import Subscription
+from .ews.syncstate import SyncStateCodec
 from .faults import Faults
 from .journal import Event, Journal
 from .model import (
     CALENDAR,
     DELETED_ITEMS,
+    EXCEPTION_FIELDS,
     MSG_FOLDER_ROOT,
     RECOVERABLE_DELETIONS,
     Attendee,
@@ -33,9 +37,6 @@ from .model import (
     Person,
     new_change_key,
 )
-from .soap import EwsError
-from .subscriptions import Subscription
-from .syncstate import SyncStateCodec
 from .versions import ExchangeVersion
 from .versions import get as get_version
 
@@ -204,6 +205,38 @@ class Exchange:
                     self._folder_event(mbx, folder, seq),
                 ],
             )
+
+    def modify(self, mbx: Mailbox, item: CalendarItem, change: Callable[[CalendarItem], object]) -> CalendarItem:
+        """Change a single item or a series master all or nothing: ``change`` works on a copy, and only when it
+        raises nothing does the item take the copy's fields and the change get recorded."""
+        with self.lock:
+            work = replace(item, extra=dict(item.extra), exceptions=dict(item.exceptions))
+            change(work)
+            for slot in CalendarItem.__slots__:
+                if slot not in ("number", "mailbox", "folder", "change_key", "created", "seq"):
+                    setattr(item, slot, getattr(work, slot))
+            self.touch(mbx, item)
+            return item
+
+    def modify_occurrence(
+        self, mbx: Mailbox, master: CalendarItem, index: int, change: Callable[[CalendarItem], object]
+    ) -> CalendarItem:
+        """Change one occurrence of a series, all or nothing: ``change`` works on the occurrence as it is now (its
+        exception included); whatever then differs from the plain occurrence becomes the exception."""
+        with self.lock:
+            view = master.occurrence(index)
+            plain = master.occurrence(index, plain=True)
+            if view is None or plain is None:
+                raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+            work = replace(plain, kind="Occurrence")
+            for name in EXCEPTION_FIELDS:
+                setattr(work, name, getattr(view, name))
+            change(work)
+            overrides = {n: getattr(work, n) for n in EXCEPTION_FIELDS if getattr(work, n) != getattr(plain, n)}
+            self.change_occurrence(mbx, master, index, overrides)
+            result = master.occurrence(index)
+            assert result is not None
+            return result
 
     def change_occurrence(self, mbx: Mailbox, master: CalendarItem, index: int, overrides: dict[str, object]) -> None:
         with self.lock:

@@ -1,7 +1,8 @@
 """Faults the emulator can be told to inject, so clients can be tested against a misbehaving Exchange.
 
 Counted faults apply to the next N matching requests (or deliveries); ``-1`` means until cleared. ``dialect``
-switches on forms other EWS servers write (:mod:`calsync.emulator.dialect`).
+switches on forms other EWS servers write (:mod:`calsync.emulator.ews.dialect`). The ``graph_`` faults act on the
+Microsoft Graph wing only (its requests and its change notifications); the others on EWS only.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, fields
 
-from . import dialect
+from .ews import dialect
 
 
 @dataclass
@@ -22,7 +23,12 @@ class Faults:
     drop_connections: int = 0  # next N EWS requests have their connection cut mid-answer
     lost_push: int = 0  # next N push deliveries are counted as delivered but never sent
     listener_unreachable: bool = False  # every push delivery fails as if the listener were down
-    dialect: list[str] = field(default_factory=list)  # forms other servers write (calsync.emulator.dialect)
+    dialect: list[str] = field(default_factory=list)  # forms other servers write (calsync.emulator.ews.dialect)
+    graph_throttle: int = 0  # next N Graph requests answer 429 TooManyRequests with Retry-After
+    graph_retry_after: float = 2.0  # seconds in Retry-After of those 429s (and of graph_503's answers)
+    graph_503: int = 0  # next N Graph requests answer 503 Service Unavailable
+    graph_slow_seconds: float = 0.0  # delay every Graph answer by this many real seconds
+    graph_lost_notifications: int = 0  # next N Graph notification POSTs are counted as delivered but never sent
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take(self, name: str, mailbox: str | None = None) -> bool:

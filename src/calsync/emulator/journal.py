@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .soap import EwsError
+from .errors import EwsError
 
 WATERMARK_LIFETIME = timedelta(days=30)
 _WM_MAGIC = b"CSW1"

@@ -11,6 +11,7 @@ import base64
 import binascii
 import struct
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from itertools import count
@@ -18,7 +19,7 @@ from typing import Literal
 
 from . import recurrence as rec
 from . import timezones
-from .soap import EwsError
+from .errors import EwsError
 
 # Folders every mailbox has. The calendar is where appointments live; the others receive what is deleted.
 CALENDAR = "calendar"
@@ -89,6 +90,17 @@ class ItemRef:
             raise EwsError("ErrorInvalidIdMalformed", "Id is malformed.")
         number, index = struct.unpack(">QI", raw[20:])
         return cls(uuid.UUID(bytes=raw[4:20]), number, index)
+
+
+def rest_id(item_id: str) -> str:
+    """An ItemId as Exchange Online's REST API (Microsoft Graph) writes it: URL-safe base64, '-' for '+' and '_'
+    for '/'. The same item has the same identity in both protocols; only the alphabet differs."""
+    return item_id.replace("+", "-").replace("/", "_")
+
+
+def ews_id(any_id: str) -> str:
+    """An ItemId from its REST (URL-safe) form; an id already in EWS form is returned unchanged."""
+    return any_id.replace("-", "+").replace("_", "/")
 
 
 def folder_id(mailbox: uuid.UUID, distinguished: str) -> str:
@@ -242,6 +254,14 @@ class CalendarItem:
         occ = rec.occurrence_by_index(pattern, rng, local, duration, tz, index)  # type: ignore[arg-type]
         return None if occ is None else self._view(occ, apply_exception=not plain)
 
+    def original_start_at(self, index: int) -> datetime | None:
+        """When the occurrence with this index starts unmodified, deleted or not (None if out of range)."""
+        if self.recurrence is None:
+            return None
+        pattern, rng, local, duration, tz = self._expand_args()
+        occ = rec.occurrence_by_index(pattern, rng, local, duration, tz, index)  # type: ignore[arg-type]
+        return None if occ is None else occ.original_start
+
     def occurrences(self, start: datetime, end: datetime) -> list[CalendarItem]:
         """Occurrences overlapping [start, end), exceptions at their modified time, deleted ones left out."""
         if self.recurrence is None:
@@ -294,6 +314,24 @@ class CalendarItem:
         return view
 
 
+def in_view(item: CalendarItem, start: datetime, end: datetime) -> bool:
+    """Exchange's calendar view rule: the item starts before the view ends and ends at or after the view starts
+    (so an item ending exactly at the view's start is in it); a zero-length item at the view's start counts too."""
+    return (item.start < end and item.end >= start) or item.start == item.end == start
+
+
+def calendar_view(items: Iterable[CalendarItem], start: datetime, end: datetime) -> list[CalendarItem]:
+    """Single items and occurrences of series in the view [start, end), exceptions at their new time, deleted
+    occurrences absent, in time order: what EWS's CalendarView and Graph's calendarView both list."""
+    found: list[CalendarItem] = []
+    for item in items:
+        # occurrences() keeps to an overlap of [start, end); look a day earlier for those ending exactly at start.
+        candidates = [item] if item.recurrence is None else item.occurrences(start - timedelta(days=1), end)
+        found.extend(c for c in candidates if in_view(c, start, end))
+    found.sort(key=lambda i: (i.start, i.end, i.number, i.index))
+    return found
+
+
 @dataclass(slots=True)
 class Folder:
     distinguished: str
@@ -314,6 +352,8 @@ class Mailbox:
     seq: int = 0  # last change sequence number
     sync_generation: int = 0  # bumped to invalidate every outstanding sync state
     next_number: int = 1
+    # False: Graph cannot reach it (on premises, no Exchange Online licence): MailboxNotEnabledForRESTAPI
+    graph_enabled: bool = True
 
     def __post_init__(self) -> None:
         if not self.folders:

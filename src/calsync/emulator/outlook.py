@@ -25,10 +25,10 @@ from typing import Any
 
 from . import recurrence as rec
 from . import timezones
+from .errors import EwsError
+from .ews.itemxml import FREE_BUSY, RESPONSES, settle
 from .exchange import Exchange
-from .itemxml import FREE_BUSY, RESPONSES, settle
-from .model import EXCEPTION_FIELDS, SUBJECT_MAX, Attendee, CalendarItem, ItemRef, Mailbox, Recurrence
-from .soap import EwsError
+from .model import SUBJECT_MAX, Attendee, CalendarItem, ItemRef, Mailbox, Recurrence, ews_id
 
 
 class SpecError(ValueError):
@@ -167,7 +167,7 @@ class Outlook:
             raise SpecError(f"no mailbox '{address}'") from exc
 
     def _item(self, item_id: str) -> CalendarItem:
-        item_id = item_id.replace("-", "+").replace("_", "/")  # URL-safe base64 from paths
+        item_id = ews_id(item_id)  # paths carry ids in URL-safe base64
         try:
             item = self.exchange.resolve_item(self.mailbox, item_id)
         except EwsError as exc:
@@ -198,16 +198,11 @@ class Outlook:
     def update_occurrence(self, item_id: str, index: int, spec: dict[str, Any]) -> CalendarItem:
         with self.exchange.lock:
             master = self._item(item_id)
-            occ = master.occurrence(index)
-            plain = master.occurrence(index, plain=True)
-            if occ is None or plain is None:
+            if master.occurrence(index) is None:
                 raise SpecError(f"series '{item_id}' has no occurrence {index}")
-            _apply(occ, spec, creating=False)
-            overrides = {n: getattr(occ, n) for n in EXCEPTION_FIELDS if getattr(occ, n) != getattr(plain, n)}
-            self.exchange.change_occurrence(self.mailbox, master, index, overrides)
-            result = master.occurrence(index)
-            assert result is not None
-            return result
+            return self.exchange.modify_occurrence(
+                self.mailbox, master, index, lambda occ: _apply(occ, spec, creating=False)
+            )
 
     def delete_occurrence(self, item_id: str, index: int) -> None:
         with self.exchange.lock:

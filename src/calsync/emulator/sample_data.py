@@ -13,8 +13,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from . import recurrence as rec
 from . import timezones
+from .ews.itemxml import settle
 from .exchange import Exchange
-from .itemxml import settle
 from .model import Attendee, CalendarItem, Mailbox, OccurrenceChange, Person, Recurrence, new_change_key
 
 ZONES = (

@@ -1,5 +1,6 @@
-"""The emulator as an HTTP server: EWS at ``/EWS/Exchange.asmx``, the control API under ``/emulator/``,
-push delivery running beside them; plus :class:`Emulator`, which runs all that in-process (a background
+"""The emulator as an HTTP server: EWS at ``/EWS/Exchange.asmx``, the control API under ``/emulator/``, Microsoft
+Graph under ``/v1.0`` with its token endpoint under ``/{tenant}/``, push delivery and Graph notifications running
+beside them (plain http, or https with ``tls``); plus :class:`Emulator`, which runs all that in-process (a background
 thread) for tests and programs, and :class:`EmulatorProcess`, which runs ``calsync emulator`` as a child.
 """
 
@@ -9,9 +10,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -29,17 +32,20 @@ from starlette.types import Receive, Scope, Send
 
 from . import control
 from .clock import Clock
+from .ews.operations import OPERATIONS
+from .ews.push import PushDelivery
+from .ews.service import Answer, EwsService
 from .exchange import Exchange
+from .graph import GraphWing
 from .model import Mailbox
-from .operations import OPERATIONS
 from .outlook import Outlook, truth
-from .push import PushDelivery
 from .sample_data import populate
-from .service import Answer, EwsService
+from .tls import TlsFiles, make_tls_files
 
 log = logging.getLogger("calsync.emulator")
 
 EWS_PATH = "/EWS/Exchange.asmx"
+GRAPH_PATH = "/v1.0"
 
 
 class _CutConnection(Response):
@@ -60,7 +66,9 @@ class _CutConnection(Response):
         await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": False})
 
 
-def build_app(exchange: Exchange, *, check: Any = None) -> tuple[Starlette, PushDelivery]:
+def build_app(exchange: Exchange, graph: GraphWing, *, check: Any = None) -> tuple[Starlette, PushDelivery]:
+    """EWS, the control API and the Graph wing in one app; push delivery and Graph notifications run in its
+    lifespan."""
     service = EwsService(exchange, OPERATIONS, check=check)
     push = PushDelivery(exchange, check=check)
     # Enough threads to let more requests run at once than Exchange's concurrency limit (27).
@@ -84,15 +92,18 @@ def build_app(exchange: Exchange, *, check: Any = None) -> tuple[Starlette, Push
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await push.start()
+        await graph.delivery.start()
         try:
             yield
         finally:
+            await graph.delivery.stop()
             await push.stop()
 
     routes = [
         Route(EWS_PATH, ews, methods=["GET", "POST"]),
         Route(EWS_PATH.lower(), ews, methods=["GET", "POST"]),
-        *control.routes(exchange, push),
+        *control.routes(exchange, push, graph.delivery),
+        *graph.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan), push
 
@@ -105,7 +116,7 @@ async def _stream(documents: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 def _schema_checker(exchange: Exchange, schema_dir: Path | None) -> Any:
     if schema_dir is None:
         return None
-    from .schema_check import EwsSchema
+    from .ews.schema_check import EwsSchema
 
     schema = EwsSchema.cached(schema_dir)
 
@@ -118,11 +129,42 @@ def _schema_checker(exchange: Exchange, schema_dir: Path | None) -> Any:
     return check
 
 
+def serve_configs(app: Any, tls: list[dict[str, Any]]) -> list[uvicorn.Server]:
+    """One uvicorn server per listening socket (``tls``: each one's ``ssl_certfile``/``ssl_keyfile``, or empty);
+    only the first runs the app's lifespan (push delivery), the others share it."""
+    return [
+        uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="on" if i == 0 else "off",
+                access_log=False,
+                timeout_graceful_shutdown=1,
+                **extra,
+            )
+        )
+        for i, extra in enumerate(tls)
+    ]
+
+
+async def serve_all(servers: list[uvicorn.Server], sockets: list[socket.socket]) -> None:
+    """Run the servers, each on its socket, in one event loop: push delivery and every handler share it."""
+    await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True)))
+
+
 class Emulator:
     """An emulated Exchange running in this process (a server thread); a context manager.
 
     >>> with Emulator(accounts={"svc": "secret"}, mailboxes=["ann@example.com"]) as emu:
     ...     emu.url  # http://127.0.0.1:PORT/EWS/Exchange.asmx
+
+    Graph: ``graph_apps`` in the ``--graph-app`` form (``TENANT:CLIENT_ID:SECRET[:PERMISSION,...]``), ``tls`` to
+    serve https with a certificate made at start (its CA in ``ca_file``), ``graph_allow_http`` to accept http
+    notification URLs, ``graph_token_minutes`` for the lifetime of access tokens.
+
+    ``https_port`` (0: any free port) serves https on a second port beside plain http on ``port``, as a tenant
+    with an on-premises Exchange (EWS over http inside the network) and Exchange Online (Graph over https) looks
+    to calsync: ``url`` stays http, ``graph_url`` and ``authority`` are https.
     """
 
     def __init__(
@@ -135,13 +177,31 @@ class Emulator:
         mailboxes: list[str] | None = None,
         clock_speed: float = 1.0,
         strict_schema_dir: Path | None = None,
+        graph_apps: list[str] | None = None,
+        tls: bool = False,
+        graph_allow_http: bool = False,
+        graph_token_minutes: float = 60,
+        https_port: int | None = None,
     ) -> None:
+        if tls and https_port is not None:
+            raise ValueError("give tls (https only) or https_port (https beside http), not both")
         self.exchange = Exchange(version, Clock(clock_speed))
         for user, password in (accounts or {}).items():
             self.exchange.add_account(user, password)
         for address in mailboxes or []:
             self.exchange.add_mailbox(address)
-        self.app, self.push = build_app(self.exchange, check=_schema_checker(self.exchange, strict_schema_dir))
+        self.graph = GraphWing(self.exchange, allow_http=graph_allow_http, token_minutes=graph_token_minutes)
+        for spec in graph_apps or []:
+            self.graph.add_app(spec)
+        self.app, self.push = build_app(
+            self.exchange, self.graph, check=_schema_checker(self.exchange, strict_schema_dir)
+        )
+        self.tls = tls
+        self._https_port = https_port
+        self._https_socket: socket.socket | None = None
+        self._servers: list[uvicorn.Server] = []
+        self._tls_dir: str | None = None
+        self.tls_files: TlsFiles | None = None
         self.host = host
         self._port = port
         self._server: uvicorn.Server | None = None
@@ -154,29 +214,44 @@ class Emulator:
         sock = bound_socket(self.host, self._port)
         self._socket = sock
         self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=1
-        )
-        self._server = uvicorn.Server(config)
+        ssl: dict[str, Any] = {}
+        if self.tls or self._https_port is not None:
+            self._tls_dir = tempfile.mkdtemp(prefix="calsync-emulator-tls-")
+            self.tls_files = make_tls_files(Path(self._tls_dir), self.host)
+            ssl = {"ssl_certfile": str(self.tls_files.cert_file), "ssl_keyfile": str(self.tls_files.key_file)}
+        listening = [(sock, ssl if self.tls else {})]
+        if self._https_port is not None:
+            self._https_socket = bound_socket(self.host, self._https_port)
+            self._https_port = self._https_socket.getsockname()[1]
+            listening.append((self._https_socket, ssl))
+        self._servers = serve_configs(self.app, [extra for _, extra in listening])
+        self._server = self._servers[0]
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="calsync-emulator", daemon=True
+            target=asyncio.run,
+            args=(serve_all(self._servers, [s for s, _ in listening]),),
+            name="calsync-emulator",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + 10
-        while not self._server.started:
+        while not all(server.started for server in self._servers):
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the emulator did not start")
             time.sleep(0.01)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
+        for server in self._servers:
+            server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
+        for sock in (self._socket, self._https_socket):
+            if sock is not None:
+                sock.close()
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+        self._server = self._thread = self._socket = self._https_socket = self._tls_dir = None
+        self._servers = []
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -190,11 +265,32 @@ class Emulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self._port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self._port}"
 
     @property
     def url(self) -> str:
         return self.base_url + EWS_PATH
+
+    @property
+    def https_base_url(self) -> str | None:
+        """With ``tls`` or ``https_port``: the https base URL; else None."""
+        if self._https_port is not None:
+            return f"https://{self.host}:{self._https_port}"
+        return self.base_url if self.tls else None
+
+    @property
+    def graph_url(self) -> str:
+        """Where Graph v1.0 is: the ``base_url`` of a Graph client (https when the emulator serves it)."""
+        return (self.https_base_url or self.base_url) + GRAPH_PATH
+
+    def authority(self, tenant: str) -> str:
+        """The authority an MSAL application is given for ``tenant`` (https when the emulator serves it)."""
+        return f"{self.https_base_url or self.base_url}/{tenant}"
+
+    @property
+    def ca_file(self) -> str | None:
+        """With ``tls``: the CA certificate file clients trust the emulator with (``verify=``)."""
+        return str(self.tls_files.ca_file) if self.tls_files else None
 
     # --- setting up and acting -------------------------------------------------------------------
 
@@ -219,15 +315,19 @@ class Emulator:
 
     def set_faults(self, **faults: Any) -> None:
         self.exchange.faults.update(**faults)
-        self.push.poke_all()
+        self._poke()
 
     def clear_faults(self) -> None:
         self.exchange.faults.clear()
-        self.push.poke_all()
+        self._poke()
 
     def advance(self, seconds: float) -> None:
         self.exchange.clock.advance(seconds)
+        self._poke()
+
+    def _poke(self) -> None:
         self.push.poke_all()
+        self.graph.delivery.poke_all()
 
     @property
     def violations(self) -> list[dict[str, Any]]:
@@ -247,8 +347,19 @@ class EmulatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def tls(self) -> bool:
+        return "--tls" in self.args
+
+    @property
+    def https_base_url(self) -> str | None:
+        """With ``--https-port N`` (or ``--tls``): the https base URL."""
+        if "--https-port" in self.args:
+            return f"https://{self.host}:{self.args[self.args.index('--https-port') + 1]}"
+        return self.base_url if self.tls else None
+
+    @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -262,13 +373,15 @@ class EmulatorProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"calsync emulator exited with {self.process.returncode}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + "/emulator/health", timeout=1).status_code == 200:
+                # A liveness probe only: with --tls the CA is the child's, and this is the loopback address.
+                if httpx.get(self.base_url + "/emulator/health", timeout=1, verify=False).status_code == 200:
                     return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("calsync emulator did not answer in time")
 
     def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("verify", False)  # the control API of a child on the loopback address
         response = httpx.request(method, self.base_url + "/emulator" + path, timeout=30, **kwargs)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
@@ -294,7 +407,8 @@ class EmulatorProcess:
 def bound_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket to hand to uvicorn. Declared as IPPROTO_TCP so that asyncio turns Nagle's
     algorithm off on its connections: a plain SOCK_STREAM socket makes every small answer wait ~40 ms."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     return sock

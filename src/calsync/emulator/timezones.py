@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from tzlocal.windows_tz import tz_win, win_tz
 
-from .soap import EwsError
+from .errors import EwsError
 
 UTC_ID = "UTC"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from lxml import etree
 
+from ...model import CalendarItem, ItemRef, Mailbox
 from ..itemxml import RenderContext, render
-from ..model import CalendarItem, ItemRef, Mailbox
 from ..service import Request
 from ..soap import EwsError, m, sub, t, text_of
 from ..syncstate import SyncState

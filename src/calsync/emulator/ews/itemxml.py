@@ -13,9 +13,9 @@ from functools import lru_cache
 
 from lxml import etree
 
-from . import recurrence as rec
-from . import timezones
-from .model import SUBJECT_MAX, Attendee, CalendarItem, Mailbox, Person, Recurrence
+from .. import recurrence as rec
+from .. import timezones
+from ..model import SUBJECT_MAX, Attendee, CalendarItem, Mailbox, Person, Recurrence
 from .soap import EwsError, parse_bool, parse_date, parse_datetime, sub, t, text_of
 
 # Element order of t:CalendarItemType (ItemType's fields, then the calendar ones), from types.xsd.
@@ -524,7 +524,7 @@ class RenderContext:
     def __init__(self, mbx: Mailbox, version_2007: bool = False, dialect: frozenset[str] = frozenset()) -> None:
         self.mbx = mbx
         self.version_2007 = version_2007
-        self.dialect = dialect  # forms other servers write (calsync.emulator.dialect)
+        self.dialect = dialect  # forms other servers write (calsync.emulator.ews.dialect)
 
 
 def _mailbox(parent: etree._Element, tag: str, person: Person | Attendee) -> etree._Element:
@@ -769,12 +769,10 @@ def _w_modified(parent: etree._Element, item: CalendarItem, ctx: RenderContext) 
 def _w_deleted(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:
     if item.recurrence is not None and item.deleted:
         container = sub(parent, t("DeletedOccurrences"))
-        pattern, rng = item.recurrence.pattern, item.recurrence.range
-        tz = timezones.zone(item.start_tz)
         for index in sorted(item.deleted):
-            occ = rec.occurrence_by_index(pattern, rng, item.local_start(), item.duration, tz, index)
-            if occ is not None:
-                sub(sub(container, t("DeletedOccurrence")), t("Start"), occ.original_start)
+            original = item.original_start_at(index)
+            if original is not None:
+                sub(sub(container, t("DeletedOccurrence")), t("Start"), original)
 
 
 def _w_start_tz(parent: etree._Element, item: CalendarItem, ctx: RenderContext) -> None:

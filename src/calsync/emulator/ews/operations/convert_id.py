@@ -9,7 +9,7 @@ import binascii
 
 from lxml import etree
 
-from ..model import ItemRef
+from ...model import ItemRef
 from ..service import Request
 from ..soap import EwsError, sub
 from .common import children, respond

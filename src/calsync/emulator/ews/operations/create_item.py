@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from lxml import etree
 
+from ...model import CALENDAR, CalendarItem, Mailbox
 from ..itemxml import apply_draft, read_fields
-from ..model import CALENDAR, CalendarItem, Mailbox
 from ..service import Request
 from ..soap import EwsError, m, sub, t
 from .common import children, find_item, resolve_folder, respond

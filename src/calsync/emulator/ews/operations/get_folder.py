@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from ..model import FOLDER_ELEMENT, Mailbox
+from ...model import FOLDER_ELEMENT, Mailbox
 from ..service import Request
 from ..soap import m, sub, t
 from .common import folder_refs, resolve_folder, respond

@@ -33,8 +33,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from lxml import etree
 
+from ..model import CalendarItem, Folder, Mailbox
 from .itemxml import FREE_BUSY, IMPORTANCE, RESPONSES, SENSITIVITY, local
-from .model import CalendarItem, Folder, Mailbox
 from .soap import EwsError, parse_bool, parse_datetime, t
 
 X = TypeVar("X")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from ..journal import decode_watermark
+from ...journal import decode_watermark
 from ..notifications import pending, render_notification
 from ..service import Request
 from ..soap import EwsError, m

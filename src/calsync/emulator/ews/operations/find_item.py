@@ -5,12 +5,10 @@ which a Restriction filters and a SortOrder orders (see ``..restriction``).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from lxml import etree
 
+from ...model import CalendarItem, calendar_view
 from ..itemxml import RenderContext, render
-from ..model import CalendarItem
 from ..restriction import ITEM_FIELDS, FieldOrder, Predicate, read_restriction, read_sort_order, sort_things
 from ..service import Request
 from ..soap import EwsError, m, parse_datetime, sub, t
@@ -46,19 +44,6 @@ def _read_query(
     return read_restriction(restriction, ITEM_FIELDS), read_sort_order(sort_order, ITEM_FIELDS)
 
 
-def _in_view(item: CalendarItem, start: datetime, end: datetime) -> bool:
-    """Exchange's CalendarView rule: the item starts before the view ends and ends at or after the view starts
-    (so an item ending exactly at the view's start is in it); a zero-length item at the view's start counts too."""
-    return (item.start < end and item.end >= start) or item.start == item.end == start
-
-
-def _view_candidates(item: CalendarItem, start: datetime, end: datetime) -> list[CalendarItem]:
-    if item.recurrence is None:
-        return [item]
-    # occurrences() keeps to an overlap of [start, end); look a day earlier for those ending exactly at start.
-    return item.occurrences(start - timedelta(days=1), end)
-
-
 def _calendar_view(items: list[CalendarItem], view: etree._Element) -> tuple[list[CalendarItem], int]:
     """The occurrences and single items in the view, in time order: (the page returned, how many there are)."""
     start = parse_datetime(view.get("StartDate"), "CalendarView/@StartDate")
@@ -66,8 +51,7 @@ def _calendar_view(items: list[CalendarItem], view: etree._Element) -> tuple[lis
     if end < start:
         raise EwsError("ErrorInvalidArgument", "CalendarView EndDate is earlier than StartDate.")
     limit = _int(view.get("MaxEntriesReturned"), "MaxEntriesReturned", MAX_VIEW_ENTRIES)
-    found = [o for item in items for o in _view_candidates(item, start, end) if _in_view(o, start, end)]
-    found.sort(key=lambda i: (i.start, i.end, i.number, i.index))
+    found = calendar_view(items, start, end)
     return (found[:limit] if limit else found), len(found)
 
 

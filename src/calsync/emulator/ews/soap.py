@@ -3,8 +3,9 @@ kinds of failure Exchange reports.
 
 Exchange reports a problem in one of two ways, and clients treat them differently:
 
-* a *response code* inside a normal response message (``ResponseClass="Error"``), raised here as
-  :class:`EwsError` by an operation and turned into an error response message for that one item;
+* a *response code* inside a normal response message (``ResponseClass="Error"``), raised as
+  :class:`~calsync.emulator.errors.EwsError` by an operation (or by the mailbox model) and turned into an error
+  response message for that one item;
 * a *SOAP fault* (HTTP 500) for problems with the whole request: the impersonation header, throttling,
   a malformed body. Raised as :class:`SoapFault`.
 """
@@ -16,6 +17,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from lxml import etree
+
+from ..errors import EwsError
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 M_NS = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -43,16 +46,6 @@ def t(name: str) -> str:
 
 def m(name: str) -> str:
     return f"{{{M_NS}}}{name}"
-
-
-class EwsError(Exception):
-    """An EWS response code (for example ErrorItemNotFound) for one response message."""
-
-    def __init__(self, code: str, message: str, *, details: dict[str, str] | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.details = details or {}
 
 
 class SoapFault(Exception):

@@ -9,24 +9,22 @@ SubscriptionStatus of Unsubscribe ends it. All durations are on the emulator clo
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
+from ..exchange import Exchange
+from ..notifier import Notifier
 from . import dialect
-from .exchange import Exchange
 from .notifications import pending, send_notification
 from .soap import M_NS, SOAP_NS, envelope, parse_xml
 from .subscriptions import Subscription
 
-log = logging.getLogger("calsync.emulator.push")
+log = logging.getLogger("calsync.emulator.ews.push")
 
 SOAP_ACTION = "http://schemas.microsoft.com/exchange/services/2006/messages/SendNotification"
 FIRST_RETRY_SECONDS = 30.0
@@ -43,135 +41,81 @@ class Delivery:
     outcome: str  # "ok", "unsubscribe", "failed: ...", "lost", "unreachable"
 
 
-class PushDelivery:
+class PushDelivery(Notifier[Subscription]):
     def __init__(self, exchange: Exchange, check: Callable[[bytes], None] | None = None) -> None:
-        self.exchange = exchange
+        super().__init__(exchange)
         self.check = check
         self.log: deque[Delivery] = deque(maxlen=20000)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._wakeups: dict[str, asyncio.Event] = {}
-        self._by_mailbox: dict[uuid.UUID, set[str]] = {}
-        exchange.on_change(self._changed)
         exchange.on_subscribe(self._subscribed)
 
-    # --- lifecycle (called on the server's event loop) ------------------------------------------
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._client = httpx.AsyncClient(follow_redirects=False)
-        for subscription in list(self.exchange.subscriptions.values()):
-            if subscription.kind == "push" and subscription.state in ("active", "retrying"):
-                self._start_task(subscription)
-
-    async def stop(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
-        if self._client is not None:
-            await self._client.aclose()
-        self._loop = None
-
-    def poke_all(self) -> None:
-        """Wake every task (after the clock jumped or faults changed)."""
-        if self._loop is not None:
-            for event in list(self._wakeups.values()):
-                self._loop.call_soon_threadsafe(event.set)
-
-    # --- hooks from the exchange (any thread) ----------------------------------------------------
-
-    def _changed(self, mailbox: uuid.UUID) -> None:
-        if self._loop is None:
-            return
-        for sid in self._by_mailbox.get(mailbox, ()):
-            event = self._wakeups.get(sid)
-            if event is not None:
-                self._loop.call_soon_threadsafe(event.set)
+    def live(self) -> list[Subscription]:
+        return [
+            s for s in self.exchange.subscriptions.values() if s.kind == "push" and s.state in ("active", "retrying")
+        ]
 
     def _subscribed(self, subscription: Subscription) -> None:
-        if subscription.kind != "push" or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._start_task, subscription)
-
-    def _start_task(self, subscription: Subscription) -> None:
-        if subscription.id in self._tasks:
-            return
-        self._wakeups[subscription.id] = asyncio.Event()
-        self._by_mailbox.setdefault(subscription.mailbox, set()).add(subscription.id)
-        self._tasks[subscription.id] = asyncio.ensure_future(self._run(subscription))
+        if subscription.kind == "push":
+            self.schedule(subscription)
 
     # --- one subscription ----------------------------------------------------------------------
 
     async def _sleep_until(self, subscription: Subscription, until: float, *, wake_on_events: bool) -> None:
         clock = self.exchange.clock
-        event = self._wakeups[subscription.id]
         while subscription.state in ("active", "retrying"):
             remaining = until - clock.seconds()
             if remaining <= 0:
                 return
             if wake_on_events and self._has_events(subscription):
                 return
-            event.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=min(clock.real_seconds(remaining), 5.0))
+            await self.nap(subscription, remaining)
 
     def _has_events(self, subscription: Subscription) -> bool:
         journal = self.exchange.journals[subscription.mailbox]
         return any(subscription.matches(e) for e in journal.after(subscription.cursor))
 
-    async def _run(self, subscription: Subscription) -> None:
+    async def run(self, subscription: Subscription) -> None:
         clock = self.exchange.clock
         last_sent = clock.seconds()
         first_failure: float | None = None
         retry_delay = 0.0
-        try:
-            while subscription.state in ("active", "retrying"):
-                frequency = subscription.status_frequency * 60
-                if first_failure is None:
-                    await self._sleep_until(subscription, last_sent + frequency, wake_on_events=True)
-                else:
-                    give_up_at = first_failure + frequency
-                    await self._sleep_until(
-                        subscription, min(clock.seconds() + retry_delay, give_up_at), wake_on_events=False
+        while subscription.state in ("active", "retrying"):
+            frequency = subscription.status_frequency * 60
+            if first_failure is None:
+                await self._sleep_until(subscription, last_sent + frequency, wake_on_events=True)
+            else:
+                give_up_at = first_failure + frequency
+                await self._sleep_until(
+                    subscription, min(clock.seconds() + retry_delay, give_up_at), wake_on_events=False
+                )
+                if clock.seconds() >= give_up_at:
+                    self.exchange.end_subscription(subscription, "dead")
+                    log.info(
+                        "push subscription %s is dead after %s min of failures",
+                        subscription.id,
+                        subscription.status_frequency,
                     )
-                    if clock.seconds() >= give_up_at:
-                        self.exchange.end_subscription(subscription, "dead")
-                        log.info(
-                            "push subscription %s is dead after %s min of failures",
-                            subscription.id,
-                            subscription.status_frequency,
-                        )
-                        return
-                if subscription.state not in ("active", "retrying"):
                     return
-                outcome = await self._deliver_once(subscription)
-                if outcome == "unsubscribe":
-                    self.exchange.end_subscription(subscription, "unsubscribed")
-                    return
-                if outcome in ("ok", "lost"):
-                    last_sent = clock.seconds()
-                    first_failure = None
-                    subscription.state = "active"
-                    subscription.last_activity = last_sent
-                    continue
-                subscription.failures += 1
-                subscription.state = "retrying"
-                if first_failure is None:
-                    first_failure = clock.seconds()
-                    retry_delay = 0.0  # the first retry goes out at once
-                elif retry_delay == 0.0:
-                    retry_delay = FIRST_RETRY_SECONDS
-                else:
-                    retry_delay *= 2
-        finally:
-            self._tasks.pop(subscription.id, None)
-            self._wakeups.pop(subscription.id, None)
-            ids = self._by_mailbox.get(subscription.mailbox)
-            if ids is not None:
-                ids.discard(subscription.id)
+            if subscription.state not in ("active", "retrying"):
+                return
+            outcome = await self._deliver_once(subscription)
+            if outcome == "unsubscribe":
+                self.exchange.end_subscription(subscription, "unsubscribed")
+                return
+            if outcome in ("ok", "lost"):
+                last_sent = clock.seconds()
+                first_failure = None
+                subscription.state = "active"
+                subscription.last_activity = last_sent
+                continue
+            subscription.failures += 1
+            subscription.state = "retrying"
+            if first_failure is None:
+                first_failure = clock.seconds()
+                retry_delay = 0.0  # the first retry goes out at once
+            elif retry_delay == 0.0:
+                retry_delay = FIRST_RETRY_SECONDS
+            else:
+                retry_delay *= 2
 
     async def _deliver_once(self, subscription: Subscription) -> str:
         exchange = self.exchange
@@ -210,11 +154,11 @@ class PushDelivery:
         return outcome if outcome in ("ok", "unsubscribe") else "failed"
 
     async def _post(self, subscription: Subscription, body: bytes) -> str:
-        assert self._client is not None and subscription.url is not None
+        assert subscription.url is not None
         timeout = min(10.0, max(1.0, self.exchange.clock.real_seconds(30)))
         started = time.monotonic()
         try:
-            response = await self._client.post(
+            response = await self.client.post(
                 subscription.url,
                 content=body,
                 timeout=timeout,

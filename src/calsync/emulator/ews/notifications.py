@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from lxml import etree
 
-from .journal import Event, encode_watermark
-from .model import Mailbox
+from ..journal import Event, encode_watermark
+from ..model import Mailbox
 from .soap import el, m, sub, t
 from .subscriptions import Subscription
 

@@ -9,8 +9,8 @@ from typing import TypeVar
 
 from lxml import etree
 
+from ...model import FOLDER_LAYOUT, CalendarItem, ItemRef, Mailbox, decode_folder_id
 from ..itemxml import ALL_PROPERTIES, DEFAULT_SHAPE, field_name
-from ..model import FOLDER_LAYOUT, CalendarItem, ItemRef, Mailbox, decode_folder_id
 from ..service import Request
 from ..soap import EwsError, el, m, response_message, sub, t, text_of
 

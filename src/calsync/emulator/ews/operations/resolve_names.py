@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from ..model import Mailbox
+from ...model import Mailbox
 from ..service import Request
 from ..soap import EwsError, m, parse_bool, sub, t
 from .common import respond

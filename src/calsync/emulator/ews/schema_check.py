@@ -36,7 +36,9 @@ from lxml import etree
 try:
     import xmlschema
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError("calsync.emulator.schema_check needs the 'xmlschema' package: install calsync[strict]") from exc
+    raise ImportError(
+        "calsync.emulator.ews.schema_check needs the 'xmlschema' package: install calsync[strict]"
+    ) from exc
 
 __all__ = ["MESSAGES_NS", "SOAP11_NS", "TYPES_NS", "EwsSchema", "SchemaViolation"]
 

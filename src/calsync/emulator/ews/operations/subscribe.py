@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
-from ..journal import decode_watermark, encode_watermark
+from ...journal import decode_watermark, encode_watermark
 from ..service import Request
 from ..soap import EwsError, m, parse_bool, sub, t
 from ..subscriptions import ALL_EVENT_TYPES, Subscription, SubscriptionKind, new_subscription_id

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from ..exchange import DELETE_MODES
+from ...exchange import DELETE_MODES
 from ..service import Request
 from ..soap import EwsError, m
 from .common import children, item_target, respond

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .journal import Event
+from ..journal import Event
 
 ALL_EVENT_TYPES = (
     "CopiedEvent",

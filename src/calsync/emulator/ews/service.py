@@ -19,9 +19,9 @@ from typing import Any
 
 from lxml import etree
 
+from ..exchange import Account, Exchange
+from ..model import Mailbox
 from . import dialect
-from .exchange import Account, Exchange
-from .model import Mailbox
 from .soap import (
     EwsError,
     SoapFault,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from lxml import etree
 
+from ...model import CalendarItem, Mailbox
 from ..itemxml import apply_draft, delete_field, field_name, read_fields, settle
-from ..model import EXCEPTION_FIELDS, CalendarItem, Mailbox
 from ..service import Request
 from ..soap import EwsError, m, sub, t
 from .common import check_change_key, children, item_target, respond
@@ -112,38 +110,26 @@ def _apply(item: CalendarItem, updates: list[etree._Element]) -> set[str]:
 
 
 def _update_item(req: Request, mbx: Mailbox, item: CalendarItem, updates: list[etree._Element]) -> CalendarItem:
-    work = replace(
-        item,
-        extra=dict(item.extra),
-        exceptions=dict(item.exceptions),
-    )
-    touched = _apply(work, updates)  # all or nothing: the real item changes only if every update applies
-    if item.recurrence is not None and touched & set(_SERIES_SHAPE):
-        work.exceptions.clear()  # changing the series' time or pattern drops its exceptions, as in Outlook
-        work.deleted = frozenset()
-    for slot in CalendarItem.__slots__:
-        if slot not in ("number", "mailbox", "folder", "change_key", "created", "seq"):
-            setattr(item, slot, getattr(work, slot))
-    req.exchange.touch(mbx, item)
-    return item
+    def change(work: CalendarItem) -> None:  # all or nothing: the real item changes only if every update applies
+        touched = _apply(work, updates)
+        if item.recurrence is not None and touched & set(_SERIES_SHAPE):
+            work.exceptions.clear()  # changing the series' time or pattern drops its exceptions, as in Outlook
+            work.deleted = frozenset()
+
+    return req.exchange.modify(mbx, item, change)
 
 
 def _update_occurrence(req: Request, mbx: Mailbox, view: CalendarItem, updates: list[etree._Element]) -> CalendarItem:
     master = req.exchange.master_of(mbx, view)
-    plain = master.occurrence(view.index, plain=True)
-    assert plain is not None
-    base = replace(plain, kind="Occurrence")
-    for name in EXCEPTION_FIELDS:  # start from the occurrence as it is now, exception included
-        setattr(base, name, getattr(view, name))
-    _apply(base, updates)
-    # A full save of a fetched occurrence sends the series' UID back and clears Recurrence: both are no-ops.
-    if base.recurrence is not None or base.uid != plain.uid:
-        raise EwsError(
-            "ErrorInvalidPropertySet",
-            "An occurrence has the recurrence and UID of its series; change them on the recurring master.",
-        )
-    overrides = {name: getattr(base, name) for name in EXCEPTION_FIELDS if getattr(base, name) != getattr(plain, name)}
-    req.exchange.change_occurrence(mbx, master, view.index, overrides)
-    result = master.occurrence(view.index)
-    assert result is not None
-    return result
+
+    def change(work: CalendarItem) -> None:
+        series_uid = work.uid
+        _apply(work, updates)
+        # A full save of a fetched occurrence sends the series' UID back and clears Recurrence: both are no-ops.
+        if work.recurrence is not None or work.uid != series_uid:
+            raise EwsError(
+                "ErrorInvalidPropertySet",
+                "An occurrence has the recurrence and UID of its series; change them on the recurring master.",
+            )
+
+    return req.exchange.modify_occurrence(mbx, master, view.index, change)
