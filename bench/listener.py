@@ -98,7 +98,7 @@ def ceiling_server(port: int) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from calsync.listener.notifications import RESULT_CONTENT_TYPE, result_envelope
+    from calsync.sources.ews.notifications import RESULT_CONTENT_TYPE, result_envelope
 
     async def receive(request: Request) -> Response:
         await request.body()

@@ -381,7 +381,8 @@ def profiled_worker(output: Path) -> None:
 
     event.listen(runtime.db.engine, "before_cursor_execute", statement)
     event.listen(runtime.db.engine, "checkout", checkout)
-    requests_before = runtime.source.stats.requests  # type: ignore[attr-defined]
+    source = runtime.sources.for_operator("ews")
+    requests_before = source.stats.requests  # type: ignore[attr-defined]
     profiler = Profiler(interval=0.001)
     started = time.perf_counter()
     cpu = time.process_time()
@@ -389,7 +390,7 @@ def profiled_worker(output: Path) -> None:
         runtime.processor.run_available()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     passes = runtime.processor.passes
-    requests = runtime.source.stats.requests - requests_before  # type: ignore[attr-defined]
+    requests = source.stats.requests - requests_before  # type: ignore[attr-defined]
     runtime.close()
     output.write_text(
         json.dumps(

@@ -18,6 +18,7 @@ from calsync.api.app import build
 from calsync.api.context import AdminContext
 from calsync.runtime import Runtime
 from calsync.sources.ews import EwsSource
+from calsync.sources.registry import Sources
 from calsync.store import jobs as job_store
 from calsync.store import operators, tokens
 
@@ -198,7 +199,9 @@ def test_verify_says_exactly_what_is_wrong(harness: Harness, admin: Api) -> None
     # a service account without the impersonation right
     harness.emulator.exchange.add_account("plain", "plain-pw-1", impersonation=False)
     source = EwsSource(harness.emulator.url, "plain", "plain-pw-1", version="Exchange2016")
-    context = AdminContext(db=harness.runtime.db, source=source, settings=lambda: harness.runtime.settings)
+    context = AdminContext(
+        db=harness.runtime.db, sources=Sources.only(source), settings=lambda: harness.runtime.settings
+    )
     with TestClient(build(context)) as client:
         denied = client.post(f"/api/v1/operators/{ANN}/verify", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     source.close()
@@ -206,7 +209,9 @@ def test_verify_says_exactly_what_is_wrong(harness: Harness, admin: Api) -> None
 
     # the wrong service password
     source = EwsSource(harness.emulator.url, SERVICE_USER, SERVICE_PASSWORD + "x", version="Exchange2016")
-    context = AdminContext(db=harness.runtime.db, source=source, settings=lambda: harness.runtime.settings)
+    context = AdminContext(
+        db=harness.runtime.db, sources=Sources.only(source), settings=lambda: harness.runtime.settings
+    )
     with TestClient(build(context)) as client:
         rejected = client.post(f"/api/v1/operators/{ANN}/verify", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     source.close()
@@ -323,7 +328,12 @@ def test_the_dashboard_counts(harness: Harness, admin: Api) -> None:
     outlook = harness.emulator.outlook(ANN)
     outlook.create({"subject": "Dashboard check", "start": "2027-03-01T09:00:00", "timezone": "UTC"})
     body = eventually(
-        lambda: (d := admin.get("/dashboard").json())["notifications_last_minute"] >= 1 and d, what="a notification"
+        lambda: (
+            (d := admin.get("/dashboard").json())["notifications_last_minute"] >= 1
+            and d["subscriptions"]["healthy"] >= 1
+            and d
+        ),
+        what="a notification, and the subscription it came on counted healthy",
     )
     # ann's subscription has pushed; bob's is heard from at its first heartbeat (after StatusFrequency, 1 minute)
     subs = body["subscriptions"]

@@ -87,6 +87,13 @@ class Server:
             "listener_secret": "L" * 32,
             "log_level": "WARNING",
             "api_tokens": f"admin:{ADMIN_TOKEN},viewer:{VIEWER_TOKEN},calendar:{CALENDAR_TOKEN}",
+            # Exchange Online beside it: the same emulated tenant through Microsoft Graph
+            "graph_tenant_id": GRAPH_TENANT,
+            "graph_client_id": GRAPH_CLIENT,
+            "graph_client_secret": GRAPH_SECRET,
+            "graph_authority": str(emulator.https_base_url),
+            "graph_endpoint": emulator.graph_url,
+            "graph_ca_file": str(emulator.ca_file),
         }
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CALSYNC_")}
         env.update({f"CALSYNC_{k.upper()}": v for k, v in settings.items()})
@@ -146,6 +153,7 @@ class Server:
         self.wait_for(lambda: (self.operator(email) or {}).get("state") == "synced")
 
 
+GRAPH_TENANT, GRAPH_CLIENT, GRAPH_SECRET = "contoso.onmicrosoft.com", "admin-test-app", "admin-test-secret~1"
 MAILBOXES = [  # address, display name, appointments
     ("ann@example.com", "Ann Example", 14),
     ("bob@example.com", "Bob Example", 9),
@@ -153,13 +161,21 @@ MAILBOXES = [  # address, display name, appointments
     ("dan@example.com", "Dan Example", 12),
     ("eve@example.com", "Eve Example", 5),
     ("fay@example.com", "Fay Example", 4),
+    ("gil@example.com", "Gil Example", 7),  # read through Graph
+    ("hal@example.com", "Hal Example", 8),  # moved from EWS to Graph
 ]
 
 
 @contextmanager
 def serving(schema_dir: Path, workdir: Path) -> Iterator[Server]:
     """A strict emulator with :data:`MAILBOXES` and a ``calsync serve`` against it."""
-    emulator = start_emulator(schema_dir, mailboxes=[])
+    emulator = start_emulator(
+        schema_dir,
+        mailboxes=[],
+        https_port=0,
+        graph_apps=[f"{GRAPH_TENANT}:{GRAPH_CLIENT}:{GRAPH_SECRET}"],
+        graph_allow_http=True,
+    )
     for address, name, count in MAILBOXES:
         emulator.add_mailbox(address, name, populate_count=count, seed=7)
     try:
@@ -345,6 +361,41 @@ def test_admin_adds_an_operator_sees_it_sync_and_manages_it(page: Page, server: 
     row.get_by_role("button", name="Delete dan@example.com").click()
     expect(row).to_have_count(0)
     assert server.operator("dan@example.com") is None
+
+
+def test_admin_adds_a_graph_operator_and_moves_another_from_ews(page: Page, server: Server) -> None:
+    login(page, server, ADMIN_TOKEN, start="operators.html")
+    # an Exchange Online mailbox, added with the Source field
+    page.get_by_label("E-mail").fill("gil@example.com")
+    page.get_by_label("Source").select_option("graph")
+    page.get_by_role("button", name="Add operator").click()
+    expect(page.locator("#add-result")).to_contain_text("Added gil@example.com through graph")
+    gil = operator_row(page, "gil@example.com")
+    expect(gil.locator("[data-col=source]")).to_have_text("graph")
+    expect(gil.locator("[data-col=state]")).to_have_text("synced", timeout=SYNC_MS)
+    expect(gil.locator("[data-col=subscription]")).to_contain_text("healthy")  # Graph: alive until it expires
+
+    # an EWS operator moved to Graph with its button: its appointments (and their ids) stay
+    server.ensure_operator("hal@example.com")
+    server.wait_synced("hal@example.com")
+    window = {"start": "2026-01-01T00:00:00Z", "end": "2028-12-01T00:00:00Z"}
+    ids = {
+        a["id"] for a in server.api.get("/operators/hal@example.com/appointments", params=window).json()["appointments"]
+    }
+    hal = operator_row(page, "hal@example.com")
+    expect(hal.locator("[data-col=source]")).to_have_text("ews")
+    page.once("dialog", lambda dialog: dialog.dismiss())  # asked first: dismissed, nothing happens
+    hal.get_by_role("button", name="Move hal@example.com to graph").click()
+    page.wait_for_timeout(300)
+    assert server.operator("hal@example.com")["source"] == "ews"  # type: ignore[index]
+    page.once("dialog", lambda dialog: dialog.accept())
+    hal.get_by_role("button", name="Move hal@example.com to graph").click()
+    expect(hal.get_by_role("status")).to_contain_text("moving to graph")
+    expect(hal.locator("[data-col=source]")).to_have_text("graph", timeout=SYNC_MS)
+    expect(hal.locator("[data-col=state]")).to_have_text("synced", timeout=SYNC_MS)
+    after = server.api.get("/operators/hal@example.com/appointments", params=window).json()["appointments"]
+    assert ids and {a["id"] for a in after} == ids
+    expect(hal.get_by_role("button", name="Move hal@example.com to ews")).to_be_visible()
 
 
 def test_admin_runs_a_job_and_changes_its_interval(page: Page, server: Server) -> None:

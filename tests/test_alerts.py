@@ -32,7 +32,8 @@ from calsync.alerts.tracker import FailureTracker
 from calsync.jobs.manage_subscriptions import manage
 from calsync.jobs.process_notifications import NotificationProcessor, ProcessorSettings, back_off
 from calsync.settings import load_settings
-from calsync.sources.base import ChangePage, MailboxCheck, Source, SourceError, Subscription
+from calsync.sources.base import Source, SourceError
+from calsync.sources.memory import MemorySource
 from calsync.store import inbox, incidents, operators, subscriptions, work
 from calsync.store.db import Database
 from calsync.store.status import operator_statuses
@@ -232,11 +233,19 @@ class Clock:
 def test_the_catalogue_covers_every_code_calsync_raises() -> None:
     src = Path(__file__).resolve().parents[1] / "src" / "calsync"
     source = "".join(
-        path.read_text() for path in [*(src / "sources" / "ews").glob("*.py"), *(src / "jobs").glob("*.py")]
+        path.read_text()
+        for path in [
+            *(src / "sources" / "ews").glob("*.py"),
+            *(src / "sources" / "graph").glob("*.py"),
+            src / "sources" / "registry.py",
+            *(src / "jobs").glob("*.py"),
+        ]
     )
     raised = set(re.findall(r'"(?:transient|permanent|sync_state_invalid|watermark_invalid)",\s*"([a-z_]+)"', source))
     raised |= set(re.findall(r'^[A-Z_]+ = "([a-z_]+)"', source, re.MULTILINE)) & {"exchange_never_delivers"}
     assert {"server_busy", "credentials_rejected", "mailbox_not_found", "sync_state_expired"} <= raised
+    assert {"graph_consent_missing", "mailbox_not_licensed", "subscription_validation_failed"} <= raised
+    assert {"graph_app_not_found", "source_not_configured"} <= raised
     required = raised | {
         "impersonation_denied",
         "access_denied",
@@ -475,7 +484,7 @@ def test_several_nodes_flushing_at_once_send_each_mail_once(database_url: str, d
 def test_retries_are_quick_while_failing_and_slow_during_an_incident(db: Database, smtp: SmtpServer) -> None:
     clock = Clock(T0)
     tracker = tracker_for(db, smtp, status_frequency=1, clock=clock)
-    source = ScriptedSource()
+    source = exchange_with("ann@example.com")
     processor = NotificationProcessor(db, source, lambda: ProcessorSettings(512, 180), threads=1, tracker=tracker)
     ann = add_operator(db, "ann@example.com")
 
@@ -491,7 +500,8 @@ def test_retries_are_quick_while_failing_and_slow_during_an_incident(db: Databas
             assert row is not None
             return None if row.not_before is None else row.not_before - before
 
-    source.error = SourceError("transient", "timeout", "Exchange did not answer in time for ann@example.com.")
+    timeout = SourceError("transient", "timeout", "Exchange did not answer in time for ann@example.com.")
+    source.fail("changes", timeout, times=4)
     quick = [attempt() for _ in range(3)]
     assert all(d is not None and dt.timedelta(0) < d <= dt.timedelta(seconds=61) for d in quick), quick
     clock.advance(61 * dt.timedelta(seconds=1))
@@ -499,7 +509,6 @@ def test_retries_are_quick_while_failing_and_slow_during_an_incident(db: Databas
     assert slow is not None and dt.timedelta(minutes=4, seconds=59) <= slow <= dt.timedelta(minutes=5, seconds=1)
     clock.advance(GATHER)
     assert tracker.flush() == 1
-    source.error = None
     assert attempt() is None  # the pass succeeds: no retry pending, the incident is resolved
     clock.advance(GATHER)
     assert tracker.flush() == 1
@@ -514,29 +523,11 @@ def test_retries_are_quick_while_failing_and_slow_during_an_incident(db: Databas
     assert back_off(0, 90.0).total_seconds() == 90.0
 
 
-class ScriptedSource(Source):
-    """A source whose answers the test decides: fail with ``error`` / ``subscribe_error``, or succeed."""
-
-    def __init__(self) -> None:
-        self.error: SourceError | None = None
-        self.subscribe_error: SourceError | None = None
-        self.subscribed = 0
-
-    def changes(self, mailbox: str, sync_state: str | None, batch_size: int) -> Iterator[ChangePage]:
-        if self.error is not None:
-            raise self.error
-        yield ChangePage((), (), "state", True)
-
-    def subscribe(
-        self, mailbox: str, callback_url: str, status_frequency: int, watermark: str | None = None
-    ) -> Subscription:
-        if self.subscribe_error is not None:
-            raise self.subscribe_error
-        self.subscribed += 1
-        return Subscription(f"sub-{mailbox}-{self.subscribed}", "wm")
-
-    def check_mailbox(self, mailbox: str) -> MailboxCheck:
-        return MailboxCheck(True)
+def exchange_with(*mailboxes: str) -> MemorySource:
+    source = MemorySource()
+    for mailbox in mailboxes:
+        source.add_mailbox(mailbox)
+    return source
 
 
 def run_manage(db: Database, source: Source, tracker: FailureTracker) -> Any:
@@ -563,7 +554,7 @@ def heartbeat(db: Database, operator_id: int) -> None:
 def test_subscriptions_that_keep_dying_are_one_listener_incident(db: Database, smtp: SmtpServer) -> None:
     clock = Clock(T0)
     tracker = tracker_for(db, smtp, clock=clock)
-    source = ScriptedSource()
+    source = exchange_with("ann@example.com")
     ann = add_operator(db, "ann@example.com")
     assert run_manage(db, source, tracker).subscribed == ["ann@example.com"]
 
@@ -612,7 +603,7 @@ def test_a_recreated_subscription_does_not_end_failing_passes(db: Database, smtp
     worked, but that says nothing about the passes. Only a successful pass ends that incident."""
     clock = Clock(T0)
     tracker = tracker_for(db, smtp, clock=clock)
-    source = ScriptedSource()
+    source = exchange_with("ann@example.com")
     ann = add_operator(db, "ann@example.com")
     run_manage(db, source, tracker)
     tracker.record_failure(ann, busy("ann@example.com"))
@@ -643,16 +634,15 @@ def test_a_recreated_subscription_does_not_end_failing_passes(db: Database, smtp
 def test_subscribe_failures_are_reported_and_a_disabled_operator_closes_quietly(db: Database, smtp: SmtpServer) -> None:
     clock = Clock(T0)
     tracker = tracker_for(db, smtp, clock=clock)
-    source = ScriptedSource()
+    source = exchange_with("ann@example.com", "bob@example.com")
     ann, bob = add_operator(db, "ann@example.com"), add_operator(db, "bob@example.com")
-    source.subscribe_error = not_found("the address")
+    source.fail("subscribe", not_found("the address"), times=2)
     result = run_manage(db, source, tracker)
     assert result.failed == {"ann@example.com": "mailbox_not_found", "bob@example.com": "mailbox_not_found"}
     clock.advance(GATHER)
     assert tracker.flush() == 2
     assert all("tries to subscribe again at every run of ManagePushSubscriptions" in body(m) for m in smtp.messages)
     # bob's address is fixed on Exchange's side; ann is switched off.
-    source.subscribe_error = None
     with db.transaction() as session:
         operators.set_enabled(session, "ann@example.com", False)
     clock.advance(5 * MIN)

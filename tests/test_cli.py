@@ -26,9 +26,9 @@ from calsync import cli
 from calsync.cli import app
 from calsync.emulator import Emulator
 from calsync.settings import CLASSIC_NAMES, load_settings
-from calsync.store import inbox, subscriptions
+from calsync.store import inbox, operators, subscriptions, syncstate
 from calsync.store.db import Database, alembic_config
-from calsync.store.tables import AppointmentRow, JobRow, Operator
+from calsync.store.tables import AppointmentRow, JobRow, MailboxWork, Operator
 
 from .conftest import SERVICE_PASSWORD, SERVICE_USER
 
@@ -337,15 +337,17 @@ def operator_rows(db: Database) -> list[tuple[str, str | None, bool]]:
 
 
 def test_operators_add_list_enable_disable_remove(db: Database) -> None:
-    assert "added ann@example.com (sync off)" in ok("operators", "add", "Ann@Example.com", "--name", "Ann Smith")
-    assert "added bob@example.com (sync on)" in ok("operators", "add", "bob@example.com", "--enable")
+    assert "added ann@example.com (source ews, sync off)" in ok(
+        "operators", "add", "Ann@Example.com", "--name", "Ann Smith"
+    )
+    assert "added bob@example.com (source ews, sync on)" in ok("operators", "add", "bob@example.com", "--enable")
     assert operator_rows(db) == [("ann@example.com", "Ann Smith", False), ("bob@example.com", None, True)]
     # Adding an operator asks ManagePushSubscriptions to run (it subscribes and starts the initial sync).
     assert row(ok("jobs", "list"), "ManagePushSubscriptions")[-1] == "now (requested)"
 
     listing = ok("operators", "list")
-    assert row(listing, "ann@example.com")[1:3] == ["Ann Smith", "off"]
-    assert row(listing, "bob@example.com")[1:3] == ["-", "on"]
+    assert row(listing, "ann@example.com")[1:4] == ["Ann Smith", "ews", "off"]
+    assert row(listing, "bob@example.com")[1:4] == ["-", "ews", "on"]
     enabled = ok("operators", "list", "--enabled")
     assert has_row(enabled, "bob@example.com") and not has_row(enabled, "ann@example.com")
     disabled = ok("operators", "list", "--disabled")
@@ -375,6 +377,49 @@ def test_operators_bad_input_exits_2_and_changes_nothing(db: Database) -> None:
     # Input that looks like rich markup is shown as it is, not interpreted (and does not crash the command).
     assert "'[/x]' is not an e-mail address" in fails("operators", "add", "[/x]")
     assert operator_rows(db) == before
+
+
+GRAPH_ENV = {
+    "CALSYNC_GRAPH_TENANT_ID": "contoso.onmicrosoft.com",
+    "CALSYNC_GRAPH_CLIENT_ID": "5f1c2a9e-0000-4000-8000-00000000c0de",
+    "CALSYNC_GRAPH_CLIENT_SECRET": "graph-app-secret~42",
+}
+
+
+def operator_sources(db: Database) -> dict[str, tuple[str, str | None]]:
+    with db.read() as s:
+        moving = syncstate.moving(s)
+        return {o.email: (o.source, moving.get(o.id)) for o in s.scalars(select(Operator))}
+
+
+def test_operators_on_graph_and_the_move_between_sources(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok("operators", "add", "ann@example.com", "--enable")
+    # no Graph connection yet: neither adding nor moving to Graph is accepted, and nothing changes
+    text = fails("operators", "add", "cyd@example.com", "--source", "graph")
+    assert "this deployment has no Graph connection" in text and "graph_client_id" in text
+    assert "no Graph connection" in fails("operators", "move", "ann@example.com", "--to", "graph")
+    assert "'imap' is not a source; allowed: ews, graph" in fails(
+        "operators", "add", "cyd@example.com", "--source", "imap"
+    )
+    assert operator_sources(db) == {"ann@example.com": ("ews", None)}
+
+    for key, value in GRAPH_ENV.items():
+        monkeypatch.setenv(key, value)
+    assert "(source graph, sync on)" in ok("operators", "add", "bob@example.com", "--source", "graph", "--enable")
+    assert "(source ews" in ok("operators", "add", "cyd@example.com")  # Graph beside EWS: EWS stays the default
+    monkeypatch.setenv("CALSYNC_EXCHANGE_VERSION", "Exchange365")  # ExchangeVersion=Exchange365 + Graph: Graph
+    assert "(source graph" in ok("operators", "add", "dan@example.com")
+
+    assert "moving ann@example.com to graph" in ok("operators", "move", "ANN@example.com", "--to", "graph")
+    assert operator_sources(db)["ann@example.com"] == ("graph", "ews")
+    assert row(ok("operators", "list"), "ann@example.com")[2] == "graph (moving from ews)"
+    with db.read() as s:
+        work_row = s.get(MailboxWork, operators.require(s, "ann@example.com").id)
+        assert work_row is not None and work_row.full_sync  # the next pass reads the whole window anew
+    assert "already uses the graph source" in fails("operators", "move", "ann@example.com", "--to", "graph")
+    assert "no operator 'zed@example.com'" in fails("operators", "move", "zed@example.com", "--to", "ews")
+    status = ok("status")
+    assert row(status, "ann@example.com")[1] == "graph (moving from ews)"
 
 
 def test_operators_display_names_are_shown_verbatim(db: Database) -> None:
@@ -444,12 +489,12 @@ def test_status_prints_a_row_per_operator(db: Database) -> None:
         inbox.record(s, ann.id, "SUB-ANN", [inbox.InboxEvent("CreatedEvent", "ITEM-1", "WM1")], "WM1")
     text = ok("status")
     ann_row, bob_row = row(text, "ann@example.com"), row(text, "bob@example.com")
-    assert ann_row[1:4] == ["on", "yes", "none yet"]  # a push came (an event), no heartbeat yet
-    assert ann_row[4] == "initial sync pending"
-    assert ann_row[5] == "1 (pass due)"
-    assert ann_row[6:] == ["0", "-", "-"]  # appointments, last error, open incident
-    assert bob_row[1:3] == ["off", "no"]
-    assert bob_row[3] == "-" and bob_row[5] == "0"
+    assert ann_row[1:5] == ["ews", "on", "yes", "none yet"]  # a push came (an event), no heartbeat yet
+    assert ann_row[5] == "initial sync pending"
+    assert ann_row[6] == "1 (pass due)"
+    assert ann_row[7:] == ["0", "-", "-"]  # appointments, last error, open incident
+    assert bob_row[1:4] == ["ews", "off", "no"]
+    assert bob_row[4] == "-" and bob_row[6] == "0"
 
 
 # --- sync against the emulator -----------------------------------------------------------------------------------
@@ -497,7 +542,7 @@ def test_sync_writes_appointments_and_prints_the_counts(exchange: Emulator, db: 
     assert counts["requests"] >= counts["pages"]
 
     status = row(ok("status"), "pop@example.com")
-    assert status[4] != "initial sync pending" and status[6] == str(len(stored)) and status[7] == "-"
+    assert status[5] != "initial sync pending" and status[7] == str(len(stored)) and status[8] == "-"
 
     # The next pass reads only what changed since.
     assert sync_counts(ok("sync", "pop@example.com"))["written"] == 0
@@ -530,10 +575,10 @@ def test_sync_failure_exits_2_with_the_reason_and_the_next_sync_works(
     assert "the sync pass failed:" in text
     assert "wrong-password" not in text
     assert appointments(db) == set()
-    assert row(ok("status"), "pop@example.com")[7] != "-"  # the error is recorded for the operator
+    assert row(ok("status"), "pop@example.com")[8] != "-"  # the error is recorded for the operator
     monkeypatch.setenv("CALSYNC_PASSWORD", SERVICE_PASSWORD)
     assert sync_counts(ok("sync", "pop@example.com"))["written"] > 0  # the failed pass left no lease behind
-    assert row(ok("status"), "pop@example.com")[7] == "-"
+    assert row(ok("status"), "pop@example.com")[8] == "-"
 
 
 def test_sync_requires_credentials(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from calsync.calendar.expand import expand_all
 from calsync.emulator import Emulator
-from calsync.emulator.dialect import DIALECTS
+from calsync.emulator.ews.dialect import DIALECTS
 from calsync.sources.base import ChangePage
 from calsync.sources.ews import EwsSource
 
@@ -112,7 +112,7 @@ def test_every_dialect_gives_the_exact_calendar_or_reports_exactly_the_unreadabl
     if not affected:
         [checkin] = [a for a in apps.values() if a.subject == "Daily check-in"]
         assert checkin.recurrence is not None and checkin.recurrence.end_date is not None
-        assert checkin.extra["series_end"] == _utc(2026, 12, 18, 8, 15)
+        assert checkin.series_end == _utc(2026, 12, 18, 8, 15)
         assert [(o.subject, o.start) for o in checkin.overrides] == [("Check-in (moved)", _utc(2026, 12, 9, 14))]
         assert checkin.deleted_occurrences == (_utc(2026, 12, 11, 8),)
         assert checkin.last_modified is not None

@@ -1,4 +1,4 @@
-"""The EWS schema checker (calsync.emulator.schema_check) against the shared EWS reference samples.
+"""The EWS schema checker (calsync.emulator.ews.schema_check) against the shared EWS reference samples.
 
 The samples live in ``../shared/ews/samples`` next to the repository root (override with the
 ``CALSYNC_EWS_REFERENCE`` environment variable, pointing at the folder that holds ``schema/`` and
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from calsync.emulator.schema_check import MESSAGES_NS, TYPES_NS, EwsSchema, SchemaViolation
+from calsync.emulator.ews.schema_check import MESSAGES_NS, TYPES_NS, EwsSchema, SchemaViolation
 
 from .conftest import REFERENCE_ENV, SAMPLES_DIR, SCHEMA_DIR, reference_dir
 

@@ -33,10 +33,10 @@ from starlette.applications import Starlette
 
 from calsync.emulator import Emulator
 from calsync.jobs.process_notifications import NotificationProcessor
-from calsync.listener.notifications import MAX_BODY_BYTES
+from calsync.listener.protocol import MAX_BODY_BYTES
 from calsync.runtime import Runtime
 from calsync.settings import CLASSIC_NAMES, load_settings
-from calsync.sources.base import ChangePage, MailboxCheck, Source, Subscription
+from calsync.sources.memory import MemorySource
 from calsync.store import inbox, operators, subscriptions, work
 from calsync.store.status import operator_statuses
 from calsync.store.tables import MailboxWork, NotificationRow, SubscriptionRow
@@ -80,30 +80,6 @@ def subscription_status(response: httpx.Response) -> str:
     return str(status.text)
 
 
-class NoExchange(Source):
-    """A source the listener must never use: every call is recorded and fails."""
-
-    name = "no-exchange"
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def _refuse(self, what: str) -> Any:
-        self.calls.append(what)
-        raise AssertionError(f"the listener called Exchange ({what})")
-
-    def changes(self, mailbox: str, sync_state: str | None, batch_size: int) -> Iterator[ChangePage]:
-        return self._refuse("changes")
-
-    def subscribe(
-        self, mailbox: str, callback_url: str, status_frequency: int, watermark: str | None = None
-    ) -> Subscription:
-        return self._refuse("subscribe")
-
-    def check_mailbox(self, mailbox: str) -> MailboxCheck:
-        return self._refuse("check_mailbox")
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """Everything a push can change in the store."""
@@ -116,7 +92,7 @@ class Snapshot:
 @dataclass
 class Harness:
     runtime: Runtime
-    source: NoExchange
+    source: MemorySource  # the listener never calls Exchange: its calls stay empty
     wakes: list[str]
     ann: int
     bob: int
@@ -208,7 +184,7 @@ def harness(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     # Patched on the class before the Runtime exists: the listener keeps the bound method it was given.
     monkeypatch.setattr(NotificationProcessor, "wake", spy_wake)
     settings = load_settings(database_url=database_url, listener_secret=SECRET, listener_url="http://127.0.0.1:1")
-    source = NoExchange()
+    source = MemorySource()
     runtime = Runtime(settings, source=source, threads=1)
     runtime.prepare()
     heard_at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)

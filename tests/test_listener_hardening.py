@@ -18,7 +18,6 @@ on SQLite and on PostgreSQL (the ``database_url`` fixture). What is pinned:
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import os
 import random
 import re
@@ -53,10 +52,11 @@ from calsync.listener.app import (
     limiter_key,
     parse_address,
 )
-from calsync.listener.notifications import MAX_BODY_BYTES, NotificationRejected, parse_send_notification
+from calsync.listener.protocol import MAX_BODY_BYTES, NotificationRejected
 from calsync.runtime import Runtime
 from calsync.settings import SettingsError, listener_callback_url, listener_secrets, load_settings
-from calsync.sources.base import ChangePage, MailboxCheck, Source, Subscription
+from calsync.sources.ews.notifications import parse_send_notification
+from calsync.sources.memory import MemorySource
 from calsync.store import operators, subscriptions
 from calsync.store.tables import NotificationRow, SubscriptionRow
 
@@ -124,30 +124,6 @@ def answer(response: httpx.Response) -> str:
     return str(status.text)
 
 
-_SUBSCRIPTION_IDS = itertools.count(1)  # like Exchange, never the same subscription id twice
-
-
-class RecordingSource(Source):
-    """A stub Exchange: records subscribe() calls and hands out fresh subscription ids; nothing else is allowed."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.subscribed: list[tuple[str, str, int]] = []
-
-    def changes(self, mailbox: str, sync_state: str | None, batch_size: int) -> Iterator[ChangePage]:
-        raise AssertionError("the listener tests never sync")
-
-    def subscribe(
-        self, mailbox: str, callback_url: str, status_frequency: int, watermark: str | None = None
-    ) -> Subscription:
-        self.subscribed.append((mailbox, callback_url, status_frequency))
-        return Subscription(f"SUB{next(_SUBSCRIPTION_IDS):06d}-{mailbox.split('@')[0]}", "AAAAAA==")
-
-    def check_mailbox(self, mailbox: str) -> MailboxCheck:
-        return MailboxCheck(ok=True)
-
-
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No CALSYNC_* or classic variable from the shell, no calsync.toml from the working directory."""
@@ -201,7 +177,7 @@ class Site:
     """A prepared runtime served over HTTP, with ann (enabled, ANN_SUB), bob (disabled, BOB_SUB), cyd (enabled)."""
 
     runtime: Runtime
-    source: RecordingSource
+    source: MemorySource  # records subscribe() calls; the listener tests never sync
     base: str
     ids: dict[str, int] = field(default_factory=dict)
 
@@ -228,6 +204,11 @@ class Site:
             return int(s.scalar(select(func.count()).select_from(NotificationRow)) or 0)
 
 
+def subscribe_calls(source: MemorySource) -> list[tuple[str, str, int]]:
+    """(mailbox, callback URL, StatusFrequency) of every subscribe() the source was asked for."""
+    return [(mailbox, url, frequency) for mailbox, url, frequency, _ in source.subscriptions]
+
+
 def add_operators(runtime: Runtime, *, subscribed: bool = True) -> dict[str, int]:
     ids: dict[str, int] = {}
     with runtime.db.transaction() as s:
@@ -245,7 +226,7 @@ def site(database_url: str, *, subscribed: bool = True, **settings: Any) -> Iter
     with listening() as (sock, base):
         settings.setdefault("listener_secret", SECRET)
         config = load_settings(database_url=database_url, listener_url=base, **settings)
-        source = RecordingSource()
+        source = MemorySource(mailboxes=[ANN, BOB, CYD])
         runtime = Runtime(config, source=source, threads=1)
         try:
             runtime.prepare()
@@ -350,7 +331,7 @@ def test_rotation_keeps_subscriptions_and_then_closes_the_old_door(db_url: str) 
         old_url = before.url(OLD_SECRET)
         result = manage(before.runtime.db, before.source, callback_url=old_url, status_frequency=30)
         assert sorted(result.subscribed) == [ANN, CYD] and not result.recreated
-        assert sorted(before.source.subscribed) == [(ANN, old_url, 30), (CYD, old_url, 30)]
+        assert sorted(subscribe_calls(before.source)) == [(ANN, old_url, 30), (CYD, old_url, 30)]
         with before.runtime.db.read() as s:
             old_subs = {sub.operator_id: sub.subscription_id for sub in s.scalars(select(SubscriptionRow)).all()}
         ann_old_sub = old_subs[before.ids[ANN]]
@@ -378,14 +359,14 @@ def test_rotation_keeps_subscriptions_and_then_closes_the_old_door(db_url: str) 
         # The next run of the subscription job re-subscribes every mailbox with the new URL.
         assert listener_callback_url(after.runtime.settings) == new_url
         summary = after.runtime.manage_subscriptions()
-        assert summary.startswith("subscribed 0, recreated 2"), summary
-        assert sorted(after.source.subscribed) == [(ANN, new_url, 30), (CYD, new_url, 30)]
+        assert summary.startswith("subscribed 0, renewed 0, recreated 2"), summary
+        assert sorted(subscribe_calls(after.source)) == [(ANN, new_url, 30), (CYD, new_url, 30)]
         with after.runtime.db.read() as s:
             subs = {sub.operator_id: sub for sub in s.scalars(select(SubscriptionRow)).all()}
         assert {sub.callback_url for sub in subs.values()} == {new_url}
         ann_new_sub = subs[after.ids[ANN]].subscription_id
         assert ann_new_sub != ann_old_sub
-        assert after.runtime.manage_subscriptions().startswith("subscribed 0, recreated 0")  # settled
+        assert after.runtime.manage_subscriptions().startswith("subscribed 0, renewed 0, recreated 0")  # settled
 
         # The new subscription delivers to the new URL; the old URL still works during the grace period.
         assert answer(post(client, new_url, push_body(ann_new_sub, "item-3"))) == "OK"

@@ -33,13 +33,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from calsync.listener.app import GroupWriter, Outcome
-from calsync.listener.notifications import Notification, parse_send_notification
+from calsync.listener.protocol import Notification
 from calsync.runtime import Runtime
 from calsync.settings import load_settings
+from calsync.sources.ews.notifications import parse_send_notification
+from calsync.sources.memory import MemorySource
 from calsync.store import inbox, operators, subscriptions
 from calsync.store.tables import MailboxWork, NotificationRow, SubscriptionRow
 
-from .test_listener_app import NoExchange, clean_environment, serve, subscription_status
+from .test_listener_app import clean_environment, serve, subscription_status
 
 SECRET = "i" * 32
 XML = "text/xml; charset=utf-8"
@@ -249,7 +251,7 @@ class Site:
 def site(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Site]:
     clean_environment(monkeypatch, tmp_path)
     settings = load_settings(database_url=database_url, listener_secret=SECRET, listener_url="http://127.0.0.1:1")
-    runtime = Runtime(settings, source=NoExchange(), threads=1)
+    runtime = Runtime(settings, source=MemorySource(), threads=1)
     runtime.prepare()
     heard_at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     ids: dict[str, int] = {}

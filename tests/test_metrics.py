@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 
 from calsync import logs
 from calsync.api import health
-from calsync.listener.notifications import MAX_BODY_BYTES
+from calsync.listener.protocol import MAX_BODY_BYTES
 from calsync.metrics import Metrics
 from calsync.settings import listener_callback_url
 from calsync.store import operators, subscriptions

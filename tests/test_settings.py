@@ -535,3 +535,53 @@ def test_docstring_lists_every_setting_and_classic_name() -> None:
         assert f"``{name}``" in doc, name
     for classic in CLASSIC_NAMES.values():
         assert classic in doc, classic
+
+
+# --- the Graph connection -----------------------------------------------------------------------------------------
+
+
+GRAPH = {"graph_tenant_id": "contoso.onmicrosoft.com", "graph_client_id": "5f1c2a9e", "graph_client_secret": "app~pw1"}
+
+
+def test_graph_is_configured_by_tenant_client_and_a_credential() -> None:
+    plain = load_settings()
+    assert not plain.graph_configured and plain.default_source == "ews"
+    s = load_settings(**GRAPH, listener_secret=SECRET)
+    assert s.graph_configured and s.default_source == "ews"  # Graph beside EWS: new operators stay on EWS
+    assert load_settings(**GRAPH, exchange_version="Exchange365").default_source == "graph"
+    assert (s.graph_authority, s.graph_endpoint) == (
+        "https://login.microsoftonline.com",
+        "https://graph.microsoft.com/v1.0",
+    )
+    assert (s.graph_subscription_minutes, s.graph_renew_before_minutes, s.graph_future_days) == (4230, 360, 730)
+    assert effective_settings(s)["graph_client_secret"] == MASK
+    assert listener_callback_url(s, "graph") == f"http://127.0.0.1:8080/graph/notifications/{SECRET}"
+    public = load_settings(**GRAPH, listener_secret=SECRET, graph_listener_url="https://calsync.example.com/")
+    assert listener_callback_url(public, "graph") == f"https://calsync.example.com/graph/notifications/{SECRET}"
+    assert listener_callback_url(public) == f"http://127.0.0.1:8080/ews/notifications/{SECRET}"
+
+
+def test_a_graph_connection_set_up_in_part_is_refused() -> None:
+    problems = problems_of(graph_client_id="5f1c2a9e")
+    assert any(p.startswith("graph_tenant_id: not set") for p in problems)
+    assert any(p.startswith("graph_client_secret: neither it nor graph_certificate") for p in problems)
+    assert "app~pw1" not in " ".join(problems_of(graph_client_secret="app~pw1"))
+
+
+def test_graph_values_are_checked(tmp_path: Path) -> None:
+    assert only_problem(**GRAPH, graph_authority="http://login.example.com").startswith(
+        "graph_authority: 'http://login.example.com' is not https://"
+    )
+    assert "less than graph_subscription_minutes" in only_problem(
+        **GRAPH, graph_subscription_minutes=60, graph_renew_before_minutes=60
+    )
+    assert "out of range; allowed: 45..10080" in only_problem(**GRAPH, graph_subscription_minutes=20000)
+    assert "is not a file" in only_problem(**GRAPH, graph_ca_file=str(tmp_path / "missing.pem"))
+    key_only = tmp_path / "key.pem"
+    key_only.write_text("-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----\n")
+    certificate = {k: v for k, v in GRAPH.items() if k != "graph_client_secret"} | {"graph_certificate": str(key_only)}
+    assert "holds no PEM certificate" in only_problem(**certificate)
+    both = tmp_path / "app.pem"
+    both.write_text(key_only.read_text() + "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n")
+    assert load_settings(**certificate | {"graph_certificate": str(both)}).graph_configured
+    assert "give one of them" in only_problem(**GRAPH, graph_certificate=str(both))

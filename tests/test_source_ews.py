@@ -259,7 +259,7 @@ def test_recurring_series_with_moved_and_deleted_occurrences(emulator, source):
     assert occ3.start == utc(2026, 11, 10, 13)  # the moved one, at its new time
     assert app.deleted_occurrences == (fifth,) == (utc(2026, 11, 16, 8),)
     _, last = master.first_last()
-    assert app.extra["series_end"] == last.end == utc(2026, 12, 3, 8, 15)
+    assert app.series_end == last.end == utc(2026, 12, 3, 8, 15)
 
     # Expanded, the mapped series is exactly what the emulator shows.
     lo, hi = utc(2026, 10, 1), utc(2027, 1, 1)
@@ -325,9 +325,9 @@ def test_every_pattern_and_range_kind(emulator, source, spec, expected, rng):
         count=rng.get("count"),
     )
     if rng["range"] == "NoEnd":
-        assert app.extra["series_end"] is None
+        assert app.series_end is None
     else:
-        assert app.extra["series_end"] == max(o.end for o in expand_all([app], app.start, utc(2045, 1, 1)))
+        assert app.series_end == max(o.end for o in expand_all([app], app.start, utc(2045, 1, 1)))
     lo, hi = utc(2026, 10, 1), utc(2030, 1, 1)
     assert occurrences_multiset([app], lo, hi) == truth_multiset(emulator, ANN, lo, hi)
 
@@ -405,9 +405,9 @@ def test_series_end_applies_the_past_window_without_expanding(emulator, source):
     emulator.add_mailbox("pop@example.com", populate_count=120, seed=3)
     apps = upserts(sync(source, "pop@example.com")[0]).values()
     for app in apps:
-        series_end = app.extra["series_end"]
+        series_end = app.series_end
         if app.recurrence is None:
-            assert series_end == app.end
+            assert series_end is None and app.ends_at == app.end
         elif app.recurrence.range == "NoEnd":
             assert series_end is None
         else:

@@ -359,7 +359,7 @@ def full_series() -> Appointment:
         ),
         deleted_occurrences=(datetime(2026, 1, 21, 8, 30, tzinfo=UTC), datetime(2026, 2, 2, 8, 30, tzinfo=UTC)),
         last_modified=datetime(2025, 12, 20, 16, 4, 5, 123000, tzinfo=UTC),
-        extra={"series_end": datetime(2026, 6, 29, 8, 45, tzinfo=UTC)},
+        series_end=datetime(2026, 6, 29, 8, 45, tzinfo=UTC),
     )
 
 
@@ -390,8 +390,11 @@ def test_every_appointment_field_round_trips(database_url: str, db: Database) ->
         stored = {a.item_id: a for a in calendar.all_for(session, ann)}
     # ``extra`` is the source's hint for the store (the series' end, used for range queries); it is not
     # part of the calendar and is not stored.
-    assert stored[series.item_id] == dataclasses.replace(series, extra={})
-    assert stored[all_day.item_id] == all_day
+    # the store gives each appointment calsync's own id (kept across a move between sources)
+    assert all(a.app_id and len(a.app_id) == 36 for a in stored.values())
+    assert len({a.app_id for a in stored.values()}) == len(stored)
+    assert stored[series.item_id] == dataclasses.replace(series, extra={}, app_id=stored[series.item_id].app_id)
+    assert stored[all_day.item_id] == dataclasses.replace(all_day, app_id=stored[all_day.item_id].app_id)
     for a in stored.values():
         assert all(is_utc(v) for v in all_datetimes(a) if v is not None), a.item_id
     assert stored[series.item_id].last_modified is not None
@@ -417,7 +420,7 @@ def weekly(item_id: str, start: datetime, series_end: datetime | None = None, **
         item_id,
         start,
         recurrence=Recurrence("Weekly", days_of_week=("Monday",), start_date=start.date()),
-        extra={} if series_end is None else {"series_end": series_end},
+        series_end=series_end,
         **changes,
     )
 

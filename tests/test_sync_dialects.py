@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from calsync.api.calendar import occurrences
-from calsync.emulator.dialect import DIALECTS
+from calsync.emulator.ews.dialect import DIALECTS
 from calsync.engine import sync as engine
 from calsync.jobs.manage_subscriptions import manage
 from calsync.listener import reachability
@@ -171,7 +171,7 @@ def test_a_server_that_never_pushes_is_told_apart_from_an_unreachable_listener(d
 
     # Twice StatusFrequency of silence, and never a word from this Exchange: it does not deliver.
     _silence(h)
-    manage(h.runtime.db, h.runtime.source, callback_url=callback, status_frequency=1, tracker=h.runtime.tracker)
+    manage(h.runtime.db, h.runtime.sources, callback_url=callback, status_frequency=1, tracker=h.runtime.tracker)
     assert _open_codes(h) == ["exchange_never_delivers"]
     with h.runtime.db.read() as session:
         [streak] = incidents.open_streaks(session, operators.require(session, ANN).id)
@@ -183,7 +183,7 @@ def test_a_server_that_never_pushes_is_told_apart_from_an_unreachable_listener(d
         streak = incidents.open_streaks(session, operators.require(session, ANN).id)[0]
         incidents.forget(session, streak)
     _silence(h)
-    manage(h.runtime.db, h.runtime.source, callback_url=callback, status_frequency=1, tracker=h.runtime.tracker)
+    manage(h.runtime.db, h.runtime.sources, callback_url=callback, status_frequency=1, tracker=h.runtime.tracker)
     assert _open_codes(h) == ["listener_unreachable"]
 
 
@@ -249,10 +249,10 @@ def test_a_subscription_made_by_a_subscribe_whose_answer_was_lost_is_ended(tmp_p
         callback = listener_callback_url(h.settings)
         with h.runtime.db.transaction() as session:
             operators.add(session, ANN, enabled=True)
-        first = manage(h.runtime.db, h.runtime.source, callback_url=callback, status_frequency=1)
+        first = manage(h.runtime.db, h.runtime.sources, callback_url=callback, status_frequency=1)
         assert ANN in first.failed
         [orphan] = emulator.exchange.subscriptions.values()
-        second = manage(h.runtime.db, h.runtime.source, callback_url=callback, status_frequency=1)
+        second = manage(h.runtime.db, h.runtime.sources, callback_url=callback, status_frequency=1)
         assert second.subscribed == [ANN]
         emulator.outlook(ANN).create({"subject": "Wakes both", "start": (utcnow() + dt.timedelta(days=1)).isoformat()})
         h.wait_for(lambda: orphan.state == "unsubscribed")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -14,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from calsync.emulator import cli as emulator_cli
 
 app = typer.Typer(
     help="calsync: keep an application's calendar in step with Microsoft Exchange.",
@@ -88,11 +89,17 @@ def _subscribed(status: Any) -> str:
     """yes (Exchange has pushed on it), not yet heard from (with its age; a warning past StatusFrequency), no."""
     if not status.subscribed:
         return "no"
+    if status.source == "graph":  # Graph sends no heartbeats: its subscriptions expire unless renewed
+        return "yes" if status.subscription_expires is None else f"yes (until {_when(status.subscription_expires)})"
     if status.last_heard is not None or status.subscribed_at is None:
         return "yes"
     minutes = int((datetime.now(UTC) - status.subscribed_at).total_seconds() // 60)
     text = f"not yet heard from ({minutes} min)"
     return f"[yellow]{text}[/yellow]" if minutes > (status.subscription_frequency or 30) else text
+
+
+def _source(source: str, moving_from: str | None) -> str:
+    return source if moving_from is None else f"{source} (moving from {moving_from})"
 
 
 # --- setting up ---------------------------------------------------------------------------------
@@ -266,7 +273,7 @@ def sync(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from calsync.jobs.process_notifications import LEASE_SECONDS, NotificationProcessor, ProcessorSettings
-    from calsync.runtime import make_source, make_tracker
+    from calsync.runtime import make_sources, make_tracker
     from calsync.store import operators, work
     from calsync.store.operators import OperatorError
 
@@ -285,7 +292,7 @@ def sync(
         raise _fail(str(exc)) from None
     processor = NotificationProcessor(
         db,
-        make_source(settings),
+        make_sources(settings),
         lambda: ProcessorSettings(settings.batch_size, settings.past_window_days),
     )
     with Progress(
@@ -332,6 +339,7 @@ def status(ctx: typer.Context) -> None:
     table = Table(title="calsync status")
     for column in (
         "operator",
+        "source",
         "sync",
         "subscribed",
         "last heartbeat",
@@ -344,11 +352,16 @@ def status(ctx: typer.Context) -> None:
         table.add_column(column)
     for r in rows:
         error = "-" if r.last_error_code is None else escape(f"{r.last_error_code}: {r.last_error_message}")
+        if r.source == "graph":
+            heartbeat = "- (Graph has none)"
+        else:
+            heartbeat = _when(r.last_heartbeat) if r.last_heartbeat is not None or not r.subscribed else "none yet"
         table.add_row(
             r.email,
+            _source(r.source, r.moving_from),
             "on" if r.enabled else "off",
             _subscribed(r),
-            _when(r.last_heartbeat) if r.last_heartbeat is not None or not r.subscribed else "none yet",
+            heartbeat,
             _when(r.last_sync) if r.initial_sync_done else "initial sync pending",
             str(r.pending_notifications) + (" (pass due)" if r.dirty else ""),
             str(r.appointments),
@@ -382,18 +395,64 @@ def _operators_call(ctx: typer.Context, action: Any) -> Any:
         raise _fail(str(exc)) from None
 
 
+def _configured_source(settings: Any, source: str) -> str:
+    """The source, checked against the deployment's connections: an operator on a source without one could not
+    be synced."""
+    from calsync.store.operators import OperatorError, check_source
+
+    try:
+        name = check_source(source)
+    except OperatorError as exc:
+        raise _fail(str(exc)) from None
+    if name == "graph" and not settings.graph_configured:
+        raise _fail(
+            "this deployment has no Graph connection: set graph_tenant_id, graph_client_id and graph_client_secret "
+            "(or graph_certificate) first (docs/user-guide.md, Exchange Online through Microsoft Graph)"
+        )
+    return name
+
+
 @operators_app.command("add")
 def operators_add(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="The operator's e-mail address (their Exchange mailbox).")],
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
     enable: Annotated[bool, typer.Option(help="Enable sync at once.")] = False,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Read the mailbox through ews (Exchange Server, EWS) or graph (Exchange Online, Microsoft Graph); "
+            "default: graph when exchange_version is Exchange365 and Graph is configured, else ews."
+        ),
+    ] = None,
 ) -> None:
     """Add an operator (sync stays off unless --enable)."""
     from calsync.store import operators
 
-    op = _operators_call(ctx, lambda s: operators.add(s, email, name, enable))
-    out.print(f"added {op.email} (sync {'on' if op.sync_enabled else 'off'})")
+    settings = _settings(ctx)
+    chosen = _configured_source(settings, source or settings.default_source)
+    op = _operators_call(ctx, lambda s: operators.add(s, email, name, enable, chosen))
+    out.print(f"added {op.email} (source {op.source}, sync {'on' if op.sync_enabled else 'off'})")
+
+
+@operators_app.command("move")
+def operators_move(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The operator's e-mail address.")],
+    to: Annotated[str, typer.Option("--to", help="The source to read the mailbox through from now on: ews or graph.")],
+) -> None:
+    """Move an operator to another source (EWS to Graph when the mailbox moved to Exchange Online). The
+    application calendar and every appointment's id stay as they are; the next pass reads the whole window
+    through the new source, and the subscription is replaced."""
+    from calsync.store import operators
+
+    settings = _settings(ctx)
+    target = _configured_source(settings, to)
+    op = _operators_call(ctx, lambda s: operators.move(s, email, target))
+    out.print(
+        f"moving {op.email} to {op.source}: the next pass reads its calendar through {op.source} and keeps every "
+        "appointment's id; `calsync status` shows the move until that pass completes"
+    )
 
 
 @operators_app.command("list")
@@ -402,18 +461,20 @@ def operators_list(
     enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="Only these.")] = None,
 ) -> None:
     """List operators."""
-    from calsync.store import operators
+    from calsync.store import operators, syncstate
 
     settings = _settings(ctx)
     db = _db(settings)
     with db.read() as session:
         rows = operators.listing(session, enabled)
+        moving = syncstate.moving(session)
     table = Table(title="operators")
-    for column in ("e-mail", "name", "sync", "last sync"):
+    for column in ("e-mail", "name", "source", "sync", "last sync"):
         table.add_column(column)
     for op in rows:
         name = escape(op.display_name) if op.display_name else "-"
-        table.add_row(op.email, name, "on" if op.sync_enabled else "off", _when(op.last_sync_at))
+        source = _source(op.source, moving.get(op.id))
+        table.add_row(op.email, name, source, "on" if op.sync_enabled else "off", _when(op.last_sync_at))
     out.print(table)
 
 
@@ -593,98 +654,7 @@ def demo(
     run_demo(keep_running=keep_running, port=port, database=database, console=out)
 
 
-@app.command()
-def emulator(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    account: Annotated[
-        list[str] | None,
-        typer.Option(help="Service account USER:PASSWORD with impersonation rights on every mailbox (repeatable)."),
-    ] = None,
-    mailbox: Annotated[list[str] | None, typer.Option(help="Create an empty mailbox (repeatable).")] = None,
-    exchange_version: Annotated[
-        str,
-        typer.Option(help="Behaviour to emulate: Exchange2010, Exchange2013, Exchange2016, Exchange2019, Exchange365."),
-    ] = "Exchange2016",
-    sample_mailboxes: Annotated[
-        int, typer.Option(help="Also create this many mailboxes user1@example.com... with realistic calendars.")
-    ] = 0,
-    sample_appointments: Annotated[
-        int, typer.Option(help="Appointments in each --mailbox and sample mailbox (0 leaves --mailbox empty).")
-    ] = 0,
-    seed: Annotated[int, typer.Option(help="Seed for the sample calendars.")] = 0,
-    clock_speed: Annotated[
-        float,
-        typer.Option(help="Run the emulator clock this many times faster than real time (60: a minute per second)."),
-    ] = 1.0,
-    strict_schema_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Validate every document sent against the EWS schemas in this folder (needs calsync[strict])."
-        ),
-    ] = None,
-    dialect: Annotated[
-        list[str] | None,
-        typer.Option(help="Answer in a form other EWS servers write (repeatable; see docs/emulator.md, Dialects)."),
-    ] = None,
-) -> None:
-    """Run the built-in Exchange (EWS) emulator until interrupted."""
-    from calsync.emulator.clock import Clock
-    from calsync.emulator.exchange import Exchange
-    from calsync.emulator.sample_data import populate
-    from calsync.emulator.server import EWS_PATH, _schema_checker, build_app
-    from calsync.emulator.versions import VERSIONS
-
-    if exchange_version not in VERSIONS:
-        raise _fail(f"--exchange-version '{exchange_version}' is unknown; allowed: {', '.join(VERSIONS)}")
-    if not 0 <= sample_mailboxes <= 100_000:
-        raise _fail("--sample-mailboxes must be from 0 to 100000")
-    if not 0 <= sample_appointments <= 10_000:
-        raise _fail("--sample-appointments must be from 0 to 10000")
-    if clock_speed <= 0:
-        raise _fail("--clock-speed must be greater than 0")
-    if not 1 <= port <= 65535:
-        raise _fail("--port must be from 1 to 65535")
-    exchange = Exchange(exchange_version, Clock(clock_speed))
-    try:
-        exchange.faults.update(dialect=list(dialect or []))
-        for entry in account or []:
-            user, sep, password = entry.partition(":")
-            if not sep or not user or not password:
-                raise _fail(f"--account '{entry}' must be USER:PASSWORD")
-            exchange.add_account(user, password)
-        addresses = list(mailbox or []) + [f"user{i}@example.com" for i in range(1, sample_mailboxes + 1)]
-        boxes = [exchange.add_mailbox(a) for a in addresses]
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
-    if sample_appointments:
-        import gc
-
-        from rich.progress import Progress
-
-        # Millions of long-lived objects: collecting garbage while they are made only costs time, and
-        # freezing them afterwards keeps later collections from walking them again.
-        gc.disable()
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("filling calendars", total=len(boxes))
-            for mbx in boxes:
-                populate(exchange, mbx, sample_appointments, seed=seed, colleagues=boxes[:20])
-                progress.advance(task)
-        gc.enable()
-        gc.freeze()
-    if strict_schema_dir is not None and not (strict_schema_dir / "messages.xsd").is_file():
-        raise _fail(f"--strict-schema-dir '{strict_schema_dir}' holds no messages.xsd")
-    app_, _ = build_app(exchange, check=_schema_checker(exchange, strict_schema_dir))
-    items = sum(len(m.calendar.items) for m in boxes)
-    console.print(
-        f"EWS at [bold]http://{host}:{port}{EWS_PATH}[/bold] ({exchange_version}), "
-        f"{len(exchange.accounts)} account(s), {len(boxes)} mailbox(es), {items} appointment(s); "
-        f"control API at http://{host}:{port}/emulator/"
-    )
-    import uvicorn
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+app.command(name="emulator")(emulator_cli.command)
 
 
 def main() -> None:

@@ -1,10 +1,12 @@
 """`calsync demo`: the product end to end with nothing to configure.
 
-It starts the built-in Exchange emulator with three mailboxes of realistic calendars, runs calsync on a
-SQLite file (listener, calendar API and both jobs in this process), enables the three operators, waits for
-their initial sync, then makes live changes in Exchange as an Outlook user would and prints, for each, how
-long it took to appear in the application calendar (read back through calsync's own HTTP API). It ends by
-checking every calendar against Exchange's truth.
+It starts the built-in Exchange emulator with three mailboxes of realistic calendars (served over EWS, and over
+Microsoft Graph with a token endpoint and TLS, as a hybrid tenant is), runs calsync on a SQLite file (listener,
+calendar API and both jobs in this process), enables the three operators (two read through EWS, one through
+Graph), waits for their initial sync, then makes live changes in Exchange as an Outlook user would and prints,
+for each, how long it took to appear in the application calendar (read back through calsync's own HTTP API).
+Then it moves one operator from EWS to Graph and shows that every appointment kept its id. It ends by checking
+every calendar against Exchange's truth.
 """
 
 from __future__ import annotations
@@ -31,14 +33,24 @@ from calsync.store import operators, tokens
 from calsync.store.status import operator_statuses
 
 OPERATORS = ("ann@example.com", "bob@example.com", "cyd@example.com")
+SOURCES = {"ann@example.com": "ews", "bob@example.com": "ews", "cyd@example.com": "graph"}
 APPOINTMENTS_EACH = 120
 TIMEOUT = 30.0
+TENANT, CLIENT = "demo.onmicrosoft.com", "c41c5ync-0000-4000-8000-00000000de70"
 
 
 class Demo:
     def __init__(self, *, port: int, database: Path, console: Console) -> None:
         self.console = console
-        self.emulator = Emulator(accounts={"svc": "secret"}, mailboxes=[])
+        graph_secret = new_listener_secret()  # any random text does for the demo app's secret
+        # EWS over http as inside a company network; Graph and its token endpoint over https, as in the cloud
+        self.emulator = Emulator(
+            accounts={"svc": "secret"},
+            mailboxes=[],
+            https_port=0,
+            graph_apps=[f"{TENANT}:{CLIENT}:{graph_secret}"],
+            graph_allow_http=True,  # the demo's listener is plain http on the loopback address
+        )
         for address in OPERATORS:
             self.emulator.add_mailbox(address, populate_count=APPOINTMENTS_EACH, seed=2026)
         self.emulator.add_mailbox("dan@example.com")
@@ -58,6 +70,12 @@ class Demo:
             status_frequency=1,
             batch_size=512,
             past_window_days=180,
+            graph_tenant_id=TENANT,
+            graph_client_id=CLIENT,
+            graph_client_secret=graph_secret,
+            graph_authority=self.emulator.https_base_url,
+            graph_endpoint=self.emulator.graph_url,
+            graph_ca_file=self.emulator.ca_file,
         )
         self.runtime = Runtime(self.settings)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -110,7 +128,7 @@ class Demo:
     def initial_sync(self) -> None:
         with self.runtime.db.transaction() as session:
             for address in OPERATORS:
-                operators.add(session, address, enabled=True)
+                operators.add(session, address, enabled=True, source=SOURCES[address])
             job_store.request_run(session, job_store.MANAGE_SUBSCRIPTIONS)  # subscribe them now
         self.runtime.scheduler.poke()
         started = time.monotonic()
@@ -121,7 +139,9 @@ class Demo:
             console=self.console,
             transient=True,
         ) as progress:
-            task = progress.add_task("initial sync of 3 operators", total=len(OPERATORS))
+            task = progress.add_task(
+                "initial sync of 3 operators (2 through EWS, 1 through Graph)", total=len(OPERATORS)
+            )
             while time.monotonic() - started < 120:
                 with self.runtime.db.read() as session:
                     done = [s for s in operator_statuses(session) if s.initial_sync_done and not s.dirty]
@@ -139,8 +159,9 @@ class Demo:
             f"initial sync: {stored} appointments stored from {in_exchange} in Exchange "
             f"({in_exchange - stored} ended before the 180-day window and were skipped) "
             f"in {time.monotonic() - started:.1f} s; subscribed: "
-            f"{sum(s.subscribed for s in statuses)}/3, push callbacks to "
-            f"{listener_callback_url(self.settings).rsplit('/', 1)[0]}/…"
+            f"{sum(s.subscribed for s in statuses)}/3, EWS pushes to "
+            f"{listener_callback_url(self.settings).rsplit('/', 1)[0]}/…, Graph notifications to "
+            f"{listener_callback_url(self.settings, 'graph').rsplit('/', 1)[0]}/…"
         )
 
     def live_changes(self) -> list[tuple[str, float]]:
@@ -191,7 +212,7 @@ class Demo:
             lambda: subjects("bob@example.com").count("Demo: weekly sync") == 4,
         )
         step(
-            "cyd adds an all-day event in Tokyo",
+            "cyd (Exchange Online, Graph) adds an all-day event in Tokyo",
             lambda: cyd.create(
                 {
                     "subject": "Demo: offsite",
@@ -225,6 +246,27 @@ class Demo:
             lambda: "Demo: budget review (final)" not in subjects("ann@example.com"),
         )
         return timings
+
+    def move(self, email: str) -> tuple[int, int, float, float]:
+        """Move ``email`` from EWS to Graph: (appointments before, ids kept, seconds until the move completed,
+        milliseconds a change then took through Graph)."""
+        window = (datetime.now(UTC) - timedelta(days=30), datetime.now(UTC) + timedelta(days=90))
+        before = {a["id"] for a in self.appointments(email, *window)}
+        started = time.perf_counter()
+        moved = self.client.post(f"/api/v1/operators/{email}/move", json={"to": "graph"})
+        moved.raise_for_status()
+
+        def done() -> bool:
+            op = self.client.get(f"/api/v1/operators/{email}").json()
+            return bool(op["source"] == "graph" and op["moving_from"] is None and op["state"] == "synced")
+
+        self.wait(done)
+        took = time.perf_counter() - started
+        after = {a["id"] for a in self.appointments(email, *window)}
+        change_at = (datetime.now(UTC) + timedelta(days=5)).replace(minute=0, second=0, microsecond=0)
+        self.emulator.outlook(email).create({"subject": "Demo: after the move", "start": change_at.isoformat()})
+        seen = self.wait(lambda: any(a["subject"] == "Demo: after the move" for a in self.appointments(email, *window)))
+        return len(before), len(before & after), took, seen * 1000
 
     def verify(self) -> list[tuple[str, int, bool]]:
         start, end = datetime.now(UTC) - timedelta(days=180), datetime.now(UTC) + timedelta(days=365)
@@ -263,9 +305,16 @@ def run_demo(*, keep_running: bool, port: int, database: Path, console: Console)
         for label, seconds in timings:
             table.add_row(label, f"{seconds * 1000:.0f} ms")
         console.print(table)
+        count, kept, took, seen_ms = demo.move("bob@example.com")
+        console.print(
+            f"bob@example.com moved from EWS to Graph in {took:.1f} s: {kept} of {count} appointment ids in the "
+            f"next 90 days kept (the application sees no change); a new change then arrived through Graph in "
+            f"{seen_ms:.0f} ms"
+        )
         for address, count, same in demo.verify():
             mark = "[green]matches Exchange[/green]" if same else "[red]differs from Exchange[/red]"
-            console.print(f"{address}: {count} occurrences in the window, {mark}")
+            via = "Graph" if address != "ann@example.com" else "EWS"
+            console.print(f"{address} (through {via}): {count} occurrences in the window, {mark}")
         if keep_running:
             console.print(
                 f"\nExplore: the web admin at {demo.base}/admin/ and the API at {demo.base}/api/v1/ "

@@ -45,7 +45,6 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from calsync.alerts.catalogue import CATALOGUE
 from calsync.store import metrics as store_metrics
 from calsync.store.db import Database
 from calsync.store.tables import utcnow
@@ -90,7 +89,11 @@ def refusal_reason(status: int) -> str:
 class Metrics:
     """The metrics of one runtime, in a registry of their own (see the module docstring)."""
 
-    def __init__(self, db: Database | None = None, *, process_collectors: bool = True) -> None:
+    def __init__(
+        self, db: Database | None = None, *, error_codes: Iterable[str] = (), process_collectors: bool = True
+    ) -> None:
+        """``error_codes``: the failure codes to show (at 0) before any happened (the runtime passes the
+        catalogue's)."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.received = Counter(
@@ -138,7 +141,7 @@ class Metrics:
         for outcome in PASS_OUTCOMES:
             self.passes.labels(outcome)
             self.pass_duration.labels(outcome)
-        for code in CATALOGUE:
+        for code in error_codes:
             self.errors.labels(code)
         if db is not None:
             r.register(DatabaseCollector(db))

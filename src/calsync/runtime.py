@@ -20,12 +20,14 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
 
 from calsync import logs
 from calsync.admin.pages import routes as admin_pages
+from calsync.alerts.catalogue import CATALOGUE
 from calsync.alerts.mailer import Mailer
 from calsync.alerts.tracker import FailureTracker
 from calsync.api import health
@@ -47,10 +49,11 @@ from calsync.settings import (
     with_changes,
 )
 from calsync.sources.base import Source
+from calsync.sources.registry import Sources, push_readers
 from calsync.store import jobs as job_store
 from calsync.store import listener_checks
 from calsync.store import overrides as override_store
-from calsync.store.db import WAKE_CHANNEL, Database
+from calsync.store.db import Database
 
 log = logging.getLogger("calsync")
 
@@ -66,28 +69,64 @@ def job_intervals(settings: Settings) -> dict[str, int]:
     }
 
 
-def make_source(settings: Settings) -> Source:
-    from calsync.sources.ews import EwsSource
+def make_sources(settings: Settings) -> Sources:
+    """The deployment's sources, each made when first used (a listener-only process never loads exchangelib)."""
 
-    def secret(value: Any) -> str:
-        return value.get_secret_value() if value is not None else ""
+    def ews() -> Source:
+        from calsync.sources.ews import EwsSource
 
-    oauth = None
-    if settings.auth_type == "oauth":
-        oauth = (settings.oauth_tenant_id or "", settings.oauth_client_id or "", secret(settings.oauth_client_secret))
-    return EwsSource(
-        settings.exchange_url,
-        settings.username or "",
-        secret(settings.password),
-        version=settings.exchange_version,
-        auth_type=settings.auth_type,
-        oauth=oauth,
-    )
+        oauth = None
+        if settings.auth_type == "oauth":
+            oauth = (
+                settings.oauth_tenant_id or "",
+                settings.oauth_client_id or "",
+                _secret(settings.oauth_client_secret),
+            )
+        return EwsSource(
+            settings.exchange_url,
+            settings.username or "",
+            _secret(settings.password),
+            version=settings.exchange_version,
+            auth_type=settings.auth_type,
+            oauth=oauth,
+        )
+
+    def graph() -> Source:
+        from calsync.sources.graph import GraphSource
+
+        return GraphSource(
+            endpoint=settings.graph_endpoint,
+            authority=settings.graph_authority,
+            tenant_id=settings.graph_tenant_id or "",
+            client_id=settings.graph_client_id or "",
+            client_secret=_secret(settings.graph_client_secret) or None,
+            certificate=settings.graph_certificate,
+            ca_file=settings.graph_ca_file,
+            past_window_days=settings.past_window_days,
+            future_days=settings.graph_future_days,
+            subscription_minutes=settings.graph_subscription_minutes,
+        )
+
+    makers: dict[str, Callable[[], Source]] = {"ews": ews}
+    if settings.graph_configured:
+        makers["graph"] = graph
+    return Sources(makers, default=settings.default_source)
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if value is not None else ""
 
 
 def secrets_of(settings: Settings) -> list[str]:
     """Every secret in the settings, to be kept out of e-mails and stored messages."""
-    names = ("password", "oauth_client_secret", "smtp_password", "listener_secret", "listener_previous_secret")
+    names = (
+        "password",
+        "oauth_client_secret",
+        "graph_client_secret",
+        "smtp_password",
+        "listener_secret",
+        "listener_previous_secret",
+    )
     values = [getattr(settings, name, None) for name in names]
     found = [value.get_secret_value() for value in values if value is not None]
     if settings.api_tokens is not None:
@@ -109,7 +148,7 @@ class Runtime:
         self,
         settings: Settings,
         *,
-        source: Source | None = None,
+        source: Source | Sources | None = None,
         threads: int = 4,
         db: Database | None = None,
         tracker: FailureTracker | None = None,
@@ -121,14 +160,19 @@ class Runtime:
         self._applied_overrides: dict[str, Any] = {}
         self.db = db or Database(settings.database_url)
         logs.mask(secrets_of(settings))  # log lines never show a configured secret (calsync.logs)
-        self.metrics = Metrics(self.db)  # this runtime's own registry (calsync.metrics), served at /metrics
-        self.source = source or make_source(settings)
+        # this runtime's own registry (calsync.metrics), served at /metrics
+        self.metrics = Metrics(self.db, error_codes=CATALOGUE)
+        # The sources: the deployment's (one per protocol), or the one given (tests, tools) for every operator.
+        if source is None:
+            self.sources = make_sources(settings)
+        else:
+            self.sources = source if isinstance(source, Sources) else Sources.only(source)
         self.tracker = tracker or make_tracker(settings, self.db, lambda: self.settings.status_frequency)
         if self.tracker.metrics is None:
             self.tracker.metrics = self.metrics
         self.processor = NotificationProcessor(
             self.db,
-            self.source,
+            self.sources,
             lambda: ProcessorSettings(self.settings.batch_size, self.settings.past_window_days),
             threads=threads,
             tracker=self.tracker,
@@ -145,6 +189,7 @@ class Runtime:
             self.db,
             self._secrets,
             on_dirty=self.processor.wake,
+            readers=list(push_readers().values()),
             allowed_networks=settings.listener_allowed_networks,
             trust_forwarded_for=settings.listener_trust_forwarded_for,
             metrics=self.metrics,
@@ -223,9 +268,10 @@ class Runtime:
     def manage_subscriptions(self) -> str:
         result = manage(
             self.db,
-            self.source,
-            callback_url=listener_callback_url(self.settings),
+            self.sources,
+            callback_url=lambda door: listener_callback_url(self.settings, door),
             status_frequency=self.settings.status_frequency,
+            renew_before=timedelta(minutes=self.settings.graph_renew_before_minutes),
             tracker=self.tracker,
             on_dirty=self.processor.wake,
         )
@@ -257,19 +303,7 @@ class Runtime:
 
     def _listen_postgres(self) -> None:
         """Wake the processor whenever another process stores a notification (PostgreSQL NOTIFY)."""
-        import psycopg
-
-        dsn = self.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self._pg_stop.is_set():
-            try:
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {WAKE_CHANNEL}")
-                    while not self._pg_stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            self.processor.wake()
-            except Exception:
-                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
-                self._pg_stop.wait(2.0)
+        self.db.listen_for_wakes(self._pg_stop, self.processor.wake)
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -304,7 +338,7 @@ class Runtime:
     def admin_context(self) -> AdminContext:
         return AdminContext(
             db=self.db,
-            source=self.source,
+            sources=self.sources,
             settings=lambda: self.settings,
             startup_settings=lambda: self.startup_settings,
             poke_scheduler=self.scheduler.poke,
@@ -314,5 +348,5 @@ class Runtime:
     def close(self) -> None:
         self._closed.set()
         self.listener.close()
-        self.source.close()
+        self.sources.close()
         self.db.dispose()

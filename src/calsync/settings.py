@@ -62,6 +62,32 @@ Settings: ``name`` / classic name: allowed values; default. Secrets are marked (
     needed for basic and ntlm; defaults ``svc`` and ``secret``, the demo account of the built-in emulator.
 ``oauth_tenant_id``, ``oauth_client_id``, ``oauth_client_secret`` (secret)
     needed for oauth; default unset.
+``graph_tenant_id``, ``graph_client_id``
+    the Entra ID tenant (its id or a domain such as ``contoso.onmicrosoft.com``) and the application (client) id
+    of the app registered for calsync; default unset (no Graph connection).
+``graph_client_secret`` (secret), ``graph_certificate``
+    the app's credential: a client secret, or the path of a PEM file holding the certificate's private key and
+    the certificate itself (its thumbprint is computed from it); default unset. Graph is configured when the
+    tenant, the client id and one of the two are set; setting only some of them is an error.
+``graph_authority``
+    https:// URL of the Entra ID authority (the tenant is appended); default ``https://login.microsoftonline.com``.
+``graph_endpoint``
+    http:// or https:// URL of Microsoft Graph v1.0; default ``https://graph.microsoft.com/v1.0``.
+``graph_ca_file``
+    path of a PEM file of certificate authorities trusted for Graph and the authority (the emulator's CA);
+    default unset (the system's).
+``graph_listener_url``
+    the public https base URL Graph calls back (``/graph/notifications/<listener_secret>`` is appended); default
+    unset: ``listener_url``.
+``graph_subscription_minutes``
+    45..10080 minutes a Graph subscription lives before it must be renewed; default 4230 (the documented maximum
+    for Outlook events).
+``graph_renew_before_minutes``
+    10..1440 minutes before its expiry a Graph subscription is renewed, less than ``graph_subscription_minutes``;
+    default 360.
+``graph_future_days``
+    30..3650 days ahead that Graph's calendar delta covers (the window moves forward when half of it is left);
+    default 730.
 ``smtp_host``
     host name or IP address of the mail server for failure e-mails; default unset (no e-mail is sent).
 ``smtp_port``
@@ -99,6 +125,9 @@ Decisions worth knowing:
   characters in all; no quoted local parts, IP literals, display names or non-ASCII). Single-label and internal
   domains (``calsync@localhost``, ``ann@contoso.local``) are accepted on purpose: on-premises Exchange uses them, and
   the ``email-validator`` package rejects them as special-use names.
+* Which source a new operator uses: ``graph`` when ``exchange_version`` is ``Exchange365`` and Graph is configured
+  (:attr:`Settings.default_source`), else ``ews``; ``calsync operators add --source`` chooses explicitly. Both
+  connections may be configured at once: each operator uses its own.
 * The job intervals are initial values only: at run time the job table in the database wins.
 * The ``listener_secret`` is the last path segment of the callback URL (``/ews/notifications/<secret>``); use
   :func:`listener_callback_url` to build it and :func:`new_listener_secret` to make one.
@@ -148,6 +177,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 from pydantic_settings import SettingsError as _PydanticSettingsError
 
+from calsync.addresses import is_email_address, is_hostname
+from calsync.roles import API_ROLES
+
 __all__ = [
     "CLASSIC_NAMES",
     "CONFIG_ENV",
@@ -173,7 +205,6 @@ DEFAULT_CONFIG_FILE = Path("calsync.toml")
 #: ``CALSYNC_*`` environment variables that are not settings but are used by other parts of calsync.
 IGNORED_ENV = frozenset({CONFIG_ENV, "CALSYNC_EWS_REFERENCE", "CALSYNC_TEST_POSTGRES"})
 MASK = "********"
-LISTENER_PATH = "/ews/notifications/"
 
 EXCHANGE_VERSIONS = ("Exchange2010", "Exchange2013", "Exchange2016", "Exchange2019", "Exchange365")
 ExchangeVersion = Literal["Exchange2010", "Exchange2013", "Exchange2016", "Exchange2019", "Exchange365"]
@@ -209,10 +240,6 @@ class SettingsError(Exception):
 
 # --- values ---------------------------------------------------------------------------------------------------------
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-_EMAIL_RE = re.compile(rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@(?P<domain>{_LABEL}(?:\.{_LABEL})*)")
 _SECRET_SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _DB_SCHEME_RE = re.compile(r"(?P<dialect>[A-Za-z0-9_]+)(?:\+(?P<driver>[A-Za-z0-9_]+))?://")
 _DB_DIALECTS = ("sqlite", "postgresql")
@@ -221,12 +248,6 @@ _DB_DIALECTS = ("sqlite", "postgresql")
 def _quote(value: object, limit: int = 80) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_hostname(host: str) -> bool:
-    if len(host) > 253 or not _HOSTNAME_RE.fullmatch(host):
-        return False
-    return not host.rstrip(".").rsplit(".", 1)[-1].isdigit()  # 1.2.3.4 is an IP address, not a host name
 
 
 def _is_ip_address(host: str) -> bool:
@@ -250,14 +271,6 @@ def _semicolon_list(value: object, what: str) -> list[str]:
     return [part.strip() for item in items for part in _text(item).split(";") if part.strip()]
 
 
-def is_email_address(value: str) -> bool:
-    """True for a plain ``local@domain`` address (see the module docstring for what is accepted)."""
-    match = _EMAIL_RE.fullmatch(value)
-    if match is None or len(value) > 254 or len(match["local"]) > 64:
-        return False
-    return _is_hostname(match["domain"])
-
-
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{_quote(value)} is not text")
@@ -276,7 +289,7 @@ def _check_http_url(value: object, *, base_only: bool) -> str:
     if parts.username is not None or parts.password is not None:
         raise ValueError("the URL must not contain a user name or password")  # no echo: it may hold a password
     host = parts.hostname or ""
-    if not host or not (_is_hostname(host) or _is_ip_address(host)):
+    if not host or not (is_hostname(host) or _is_ip_address(host)):
         raise ValueError(f"{_quote(url)} has no valid host")
     try:
         parts.port  # noqa: B018  # raises ValueError for a port out of range
@@ -338,10 +351,11 @@ def _report(problem: str) -> None:
     state.problems.append(problem)
 
 
-API_ROLES = ("admin", "viewer", "calendar")  # admin: everything; viewer: read all but calendars; calendar: calendars
-
 _INT_FIELDS = (
     "batch_size",
+    "graph_subscription_minutes",
+    "graph_renew_before_minutes",
+    "graph_future_days",
     "status_frequency",
     "past_window_days",
     "reconcile_interval_hours",
@@ -349,12 +363,22 @@ _INT_FIELDS = (
     "manage_subscriptions_interval_seconds",
     "smtp_port",
 )
-_OPTIONAL_TEXT_FIELDS = ("smtp_host", "smtp_username", "username", "oauth_tenant_id", "oauth_client_id")
+_OPTIONAL_TEXT_FIELDS = (
+    "smtp_host",
+    "smtp_username",
+    "username",
+    "oauth_tenant_id",
+    "oauth_client_id",
+    "graph_tenant_id",
+    "graph_client_id",
+    "graph_listener_url",
+)
 _SECRET_TEXT_FIELDS = (
     "listener_secret",
     "listener_previous_secret",
     "password",
     "oauth_client_secret",
+    "graph_client_secret",
     "smtp_password",
     "api_tokens",
 )
@@ -429,6 +453,29 @@ class Settings(BaseSettings):
     oauth_tenant_id: Annotated[str | None, _Rule("the Entra ID tenant id (required for auth_type oauth)")] = None
     oauth_client_id: Annotated[str | None, _Rule("the application (client) id (required for auth_type oauth)")] = None
     oauth_client_secret: Annotated[SecretStr | None, _Rule("the client secret (required for auth_type oauth)")] = None
+    graph_tenant_id: Annotated[
+        str | None, _Rule("the Entra ID tenant id or domain, e.g. contoso.onmicrosoft.com, or unset (no Graph)")
+    ] = None
+    graph_client_id: Annotated[str | None, _Rule("the application (client) id of calsync's app, or unset")] = None
+    graph_client_secret: Annotated[SecretStr | None, _Rule("the app's client secret, or unset")] = None
+    graph_certificate: Annotated[
+        Path | None, _Rule("the path of a PEM file with the certificate and its private key, or unset")
+    ] = None
+    graph_authority: Annotated[str, _Rule("an https:// URL, e.g. https://login.microsoftonline.com")] = (
+        "https://login.microsoftonline.com"
+    )
+    graph_endpoint: Annotated[str, _Rule("an http:// or https:// URL, e.g. https://graph.microsoft.com/v1.0")] = (
+        "https://graph.microsoft.com/v1.0"
+    )
+    graph_ca_file: Annotated[Path | None, _Rule("the path of a PEM file of certificate authorities, or unset")] = None
+    graph_listener_url: Annotated[
+        str | None, _Rule("an https:// base URL with a host and no query, or unset (listener_url)")
+    ] = None
+    graph_subscription_minutes: Annotated[int, Field(ge=45, le=10080), _Rule("45..10080 (minutes)")] = 4230
+    graph_renew_before_minutes: Annotated[
+        int, Field(ge=10, le=1440), _Rule("10..1440 (minutes), less than graph_subscription_minutes")
+    ] = 360
+    graph_future_days: Annotated[int, Field(ge=30, le=3650), _Rule("30..3650 (days)")] = 730
     smtp_host: Annotated[str | None, _Rule("a host name or IP address, or unset to send no e-mail")] = None
     smtp_port: Annotated[int, Field(ge=1, le=65535), _Rule("1..65535")] = 25
     smtp_security: Annotated[SmtpSecurity, _Rule("none, starttls, tls")] = "none"
@@ -514,6 +561,52 @@ class Settings(BaseSettings):
     @classmethod
     def _listener_url(cls, value: object) -> str:
         return _check_http_url(value, base_only=True)
+
+    @field_validator("graph_listener_url", mode="before")
+    @classmethod
+    def _graph_listener_url(cls, value: object) -> str | None:
+        if value is None or not _text(value):
+            return None
+        return _check_http_url(value, base_only=True)
+
+    @field_validator("graph_endpoint", mode="before")
+    @classmethod
+    def _graph_endpoint(cls, value: object) -> str:
+        return _check_http_url(value, base_only=False).rstrip("/")
+
+    @field_validator("graph_authority", mode="before")
+    @classmethod
+    def _graph_authority(cls, value: object) -> str:
+        url = _check_http_url(value, base_only=True)
+        if not url.lower().startswith("https://"):
+            raise ValueError(f"{_quote(url)} is not https:// (MSAL accepts only an https authority)")
+        return url.rstrip("/")
+
+    @field_validator("graph_certificate", "graph_ca_file", mode="before")
+    @classmethod
+    def _pem_file(cls, value: object, info: ValidationInfo) -> Path | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        path = Path(_text(value) if isinstance(value, str) else str(value)).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{_quote(str(path))} is not a file")
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as exc:
+            raise ValueError(f"{_quote(str(path))} cannot be read ({exc.strerror})") from None
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError(f"{_quote(str(path))} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        if info.field_name == "graph_certificate" and "PRIVATE KEY-----" not in text:
+            raise ValueError(f"{_quote(str(path))} holds no PEM private key (-----BEGIN PRIVATE KEY-----)")
+        return path
+
+    @field_validator("graph_renew_before_minutes")
+    @classmethod
+    def _renew_before(cls, value: int, info: ValidationInfo) -> int:
+        lifetime = info.data.get("graph_subscription_minutes")
+        if lifetime is not None and value >= lifetime:
+            raise ValueError(f"{value} is not less than graph_subscription_minutes ({lifetime})")
+        return value
 
     @field_validator("listener_secret", "listener_previous_secret")
     @classmethod
@@ -604,7 +697,7 @@ class Settings(BaseSettings):
     @field_validator("smtp_host")
     @classmethod
     def _smtp_host(cls, value: str | None) -> str | None:
-        if value is not None and not (_is_hostname(value) or _is_ip_address(value)):
+        if value is not None and not (is_hostname(value) or _is_ip_address(value)):
             raise ValueError(f"{_quote(value)} is not a host name or IP address")
         return value
 
@@ -639,6 +732,40 @@ class Settings(BaseSettings):
     def config_file(self) -> Path | None:
         """The TOML file these settings were read from (None: no file was read)."""
         return self._config_file
+
+    @property
+    def graph_configured(self) -> bool:
+        """A Graph connection is configured: tenant, client id and a secret or certificate."""
+        credential = self.graph_client_secret is not None or self.graph_certificate is not None
+        return bool(self.graph_tenant_id and self.graph_client_id and credential)
+
+    @property
+    def default_source(self) -> str:
+        """The source a new operator uses: ``graph`` for Exchange365 with Graph configured, else ``ews``."""
+        return "graph" if self.exchange_version == "Exchange365" and self.graph_configured else "ews"
+
+    def graph_problems(self) -> list[str]:
+        """Problems (same format as :class:`SettingsError`) of a Graph connection set up only in part."""
+        given = {
+            "graph_tenant_id": self.graph_tenant_id is not None,
+            "graph_client_id": self.graph_client_id is not None,
+            "graph_client_secret": self.graph_client_secret is not None,
+            "graph_certificate": self.graph_certificate is not None,
+        }
+        if not any(given.values()):
+            return []
+        problems = [
+            _problem(name, "not set, but other graph_ settings are (a Graph connection needs it)")
+            for name in ("graph_tenant_id", "graph_client_id")
+            if not given[name]
+        ]
+        if not given["graph_client_secret"] and not given["graph_certificate"]:
+            problems.append(
+                _problem("graph_client_secret", "neither it nor graph_certificate is set (Graph needs one)")
+            )
+        if given["graph_client_secret"] and given["graph_certificate"]:
+            problems.append(_problem("graph_certificate", "set together with graph_client_secret (give one of them)"))
+        return problems
 
     def missing_credentials(self) -> list[str]:
         """Problems (same format as :class:`SettingsError`) for the credentials ``auth_type`` needs but lacks."""
@@ -855,8 +982,9 @@ def load_settings(config_file: Path | None = None, *, require_credentials: bool 
         raise SettingsError([*state.problems, str(exc)]) from None
     finally:
         _LOAD.reset(token)
-    if state.problems:
-        raise SettingsError(state.problems)
+    problems = state.problems + settings.graph_problems()
+    if problems:
+        raise SettingsError(problems)
     settings._config_file = state.config_read
     return settings
 
@@ -938,11 +1066,15 @@ def effective_settings(settings: Settings) -> dict[str, object]:
     return shown
 
 
-def listener_callback_url(settings: Settings) -> str:
-    """The URL Exchange posts notifications to: ``listener_url`` + ``/ews/notifications/`` + ``listener_secret``."""
+def listener_callback_url(settings: Settings, door: str = "ews") -> str:
+    """The URL Exchange posts notifications to: ``listener_url`` + ``/ews/notifications/`` + ``listener_secret``;
+    for the ``graph`` door ``graph_listener_url`` (else ``listener_url``) + ``/graph/notifications/`` + the secret."""
     if settings.listener_secret is None:
         raise SettingsError([_problem("listener_secret", "not set (`calsync init` generates one)")])
-    return settings.listener_url.rstrip("/") + LISTENER_PATH + settings.listener_secret.get_secret_value()
+    base = settings.listener_url
+    if door == "graph" and settings.graph_listener_url is not None:
+        base = settings.graph_listener_url
+    return f"{base.rstrip('/')}/{door}/notifications/{settings.listener_secret.get_secret_value()}"
 
 
 def listener_secrets(settings: Settings, now: datetime | None = None) -> list[str]:

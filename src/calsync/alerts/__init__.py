@@ -2,11 +2,5 @@
 
 ``catalogue``: the stable failure codes with the text a person sees, the likely cause and the fix.
 ``tracker``: the failure policy (quiet retries, incidents, slower retries during one, one e-mail per incident,
-storm summaries). ``mailer``: the e-mail texts and SMTP sending.
+storm summaries). ``mailer``: the e-mail texts and SMTP sending. Import them from their modules.
 """
-
-from .catalogue import CATALOGUE, Entry, entry
-from .mailer import Mail, Mailer, MailError
-from .tracker import FailureOutcome, FailureTracker
-
-__all__ = ["CATALOGUE", "Entry", "FailureOutcome", "FailureTracker", "Mail", "MailError", "Mailer", "entry"]

@@ -1,7 +1,8 @@
 """The catalogue of failure messages: one entry per stable code, with the text a person sees, the likely
 cause and the fix. Failure e-mails, recovery notices and ``calsync status`` all take their words from here.
 
-The codes are the ``code`` of :class:`calsync.sources.base.SourceError` (see ``sources/ews.py: classify``)
+The codes are the ``code`` of :class:`calsync.sources.base.SourceError` (see ``classify`` in ``sources/ews/errors.py``
+and ``sources/graph/errors.py``)
 plus the ones calsync raises itself (``listener_unreachable``, ``internal_error``). A code is never renamed:
 administrators search for it and filter their mail on it. An unknown code still gets a generic entry.
 """
@@ -24,9 +25,54 @@ _ENTRIES = (
         "credentials_rejected",
         "Exchange rejected the service account's credentials",
         "The user name or password (or the OAuth client secret) of the service account calsync signs in with is "
-        "wrong, has expired, or the account is locked or disabled.",
+        "wrong, has expired, or the account is locked or disabled; for Microsoft Graph: the app's client secret "
+        "or certificate is wrong, expired or was removed from the app registration.",
         "Check the account in Exchange / Entra ID, then set the right credentials (username and password, or "
-        "oauth_client_secret) in calsync's settings and restart calsync.",
+        "oauth_client_secret; for Graph graph_client_secret or graph_certificate) in calsync's settings and "
+        "restart calsync.",
+    ),
+    Entry(
+        "graph_app_not_found",
+        "Entra ID does not know calsync's app",
+        "graph_client_id is not an application registered in the tenant graph_tenant_id (a typo, the wrong "
+        "tenant, or an app registration that was deleted).",
+        "Check the application (client) id and the tenant in the Entra admin center (App registrations), set "
+        "graph_client_id and graph_tenant_id to them and restart calsync.",
+    ),
+    Entry(
+        "graph_consent_missing",
+        "calsync's app may not read the operator's calendar",
+        "The app lacks the Calendars.ReadWrite (or Calendars.Read) application permission, an administrator has "
+        "not granted admin consent for it, or an application access policy (RBAC for Applications) leaves this "
+        "mailbox out.",
+        "In the Entra admin center, add the application permission Calendars.ReadWrite to the app and grant admin "
+        "consent; if access is limited to some mailboxes, add this one to the group or scope that policy uses.",
+    ),
+    Entry(
+        "mailbox_not_licensed",
+        "The operator's mailbox cannot be reached through Microsoft Graph",
+        "Graph answers MailboxNotEnabledForRESTAPI: the mailbox is not in Exchange Online (still on an Exchange "
+        "Server on premises), has no Exchange Online licence, or is inactive or soft-deleted.",
+        "If the mailbox is still on premises, move the operator back to EWS (`calsync operators move EMAIL --to "
+        "ews`); otherwise assign it an Exchange Online licence, or disable sync for this operator.",
+    ),
+    Entry(
+        "subscription_validation_failed",
+        "Microsoft Graph could not validate calsync's notification URL",
+        "When a subscription is made, Graph calls the listener URL (over https, from the internet) and expects its "
+        "validation token back within 10 seconds; the URL is not reachable from the internet, is not https, its "
+        "certificate is not trusted, or a proxy in front of calsync changed the answer.",
+        "Make graph_listener_url (or listener_url) a public https URL that reaches calsync's listener with a "
+        "certificate from a public authority; test it from outside with `curl -X POST "
+        "'<url>/graph/notifications/<secret>?validationToken=hello'` (it must answer hello).",
+    ),
+    Entry(
+        "source_not_configured",
+        "The operator's source has no connection in this deployment",
+        "The operator is set to read its mailbox through a source (ews or graph) whose settings this calsync "
+        "process does not have: Graph settings missing, or set on some nodes only.",
+        "Add the Graph settings (graph_tenant_id, graph_client_id, graph_client_secret) on every node and "
+        "restart, or move the operator to the source that is configured (`calsync operators move`).",
     ),
     Entry(
         "mailbox_not_found",

@@ -51,11 +51,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from calsync.sources.base import SourceError, UnreadableItem
+from calsync.sources.base import SourceError
 from calsync.store import incidents, operators
 from calsync.store.db import Database
 from calsync.store.incidents import Notice, NoticeKind
 from calsync.store.tables import IncidentRow, utcnow
+from calsync.store.unreadable import Problem
 
 from .mailer import Mail, Mailer, MailError, failure_mail, recovery_mail, scrub, storm_mail, storm_recovery_mail
 
@@ -86,7 +87,7 @@ def scope_of(code: str) -> Scope:
     return "content" if code == UNREADABLE_ITEM else "exchange"
 
 
-def describe_unreadable(items: Sequence[UnreadableItem]) -> str:
+def describe_unreadable(items: Sequence[Problem]) -> str:
     """The message of an ``unreadable_item`` incident: how many, then each item, field and raw value."""
     count = len(items)
     lines = [
@@ -254,7 +255,7 @@ class FailureTracker:
                 )
         return ended
 
-    def record_unreadable(self, operator_id: int, items: Sequence[UnreadableItem], now: datetime | None = None) -> None:
+    def record_unreadable(self, operator_id: int, items: Sequence[Problem], now: datetime | None = None) -> None:
         """After a successful pass: open (or bring up to date) the operator's ``unreadable_item`` incident listing
         ``items``, or resolve it when there are none."""
         now = now or self.clock()

@@ -50,8 +50,10 @@ def occurrence_json(o: Occurrence) -> dict[str, Any]:
     a = o.appointment
     tz = zone_for(a.start_tz)
     out: dict[str, Any] = {
-        "id": a.item_id if o.original_start is None else f"{a.item_id}/{o.original_start.isoformat()}",
-        "item_id": a.item_id,
+        # calsync's id (kept when the operator moves between EWS and Graph); an occurrence adds its original start
+        "id": (a.app_id or a.item_id) + ("" if o.original_start is None else f"/{o.original_start.isoformat()}"),
+        "appointment_id": a.app_id or a.item_id,
+        "item_id": a.item_id,  # the source's id (EWS ItemId or Graph event id): changes when the operator moves
         "series": a.recurrence is not None,
         "original_start": None if o.original_start is None else o.original_start.astimezone(tz).isoformat(),
         "exception": o.is_exception,

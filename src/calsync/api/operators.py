@@ -1,5 +1,6 @@
-"""Admin API: operators (create, list by state, show, update, delete, enable/disable sync, verify against
-Exchange) and how an operator's status is presented (its state, subscription health and lag)."""
+"""Admin API: operators (create, list by state, show, update, delete, enable/disable sync, move to another
+source, verify against Exchange) and how an operator's status is presented (its state, subscription health and
+lag)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def subscription_state(status: OperatorStatus, now: datetime) -> schemas.Subscri
     since = status.last_heard or status.subscribed_at
     if not status.subscribed or since is None:
         return "missing"
+    if status.source == "graph":  # no heartbeats: alive until it expires (it is renewed well before)
+        expired = status.subscription_expires is not None and status.subscription_expires <= now
+        return "dying" if expired else "healthy"
     frequency = status.subscription_frequency or 30
     if (now - since).total_seconds() > frequency * 60:
         return "dying"
@@ -75,12 +79,15 @@ def view(status: OperatorStatus, now: datetime) -> schemas.Operator:
         email=status.email,
         display_name=status.display_name,
         enabled=status.enabled,
+        source=_source_name(status.source),
+        moving_from=None if status.moving_from is None else _source_name(status.moving_from),
         state=state_of(status),
         subscription=schemas.Subscription(
             state=subscription_state(status, now),
             subscribed_at=status.subscribed_at,
             last_heard=status.last_heard,
             last_heartbeat=status.last_heartbeat,
+            expires_at=status.subscription_expires,
         ),
         last_sync=status.last_sync,
         initial_sync_done=status.initial_sync_done,
@@ -90,6 +97,20 @@ def view(status: OperatorStatus, now: datetime) -> schemas.Operator:
         incident=incident,
         last_error=last_error,
     )
+
+
+def _source_name(name: str) -> schemas.SourceName:
+    return "graph" if name == "graph" else "ews"
+
+
+def _configured(ctx: AdminContext, source: str) -> None:
+    """422 for a source this deployment has no connection for: its operators could not be synced."""
+    if source == "graph" and not ctx.settings().graph_configured:
+        raise HTTPException(
+            422,
+            "this deployment has no Graph connection: set graph_tenant_id, graph_client_id and graph_client_secret "
+            "(or graph_certificate) first",
+        )
 
 
 def _address(email: str) -> str:
@@ -153,13 +174,15 @@ def create_operator(
     who: Changer,
 ) -> schemas.Operator:
     address = _address(body.email)
+    source = body.source or ctx.settings().default_source
+    _configured(ctx, source)
     with ctx.db.transaction() as session:
         if operators.get(session, address) is not None:
             raise HTTPException(409, f"operator '{address}' exists already")
-        operators.add(session, address, body.display_name, body.enabled)
+        operators.add(session, address, body.display_name, body.enabled, source)
         if body.enabled:
             job_store.request_run(session, job_store.MANAGE_SUBSCRIPTIONS)
-        audit.record(session, who.actor, "operator.create", address, body.model_dump())
+        audit.record(session, who.actor, "operator.create", address, body.model_dump() | {"source": source})
     ctx.poke_scheduler()
     return _one(ctx, address)
 
@@ -245,6 +268,31 @@ def disable_operator(email: Email, ctx: Ctx, who: Changer) -> schemas.Operator:
 
 
 @router.post(
+    "/{email}/move",
+    response_model=schemas.Operator,
+    summary="Move an operator to another source (EWS to Graph), keeping its calendar and appointment ids",
+    responses={
+        404: {"model": schemas.Problem},
+        409: {"model": schemas.Problem, "description": "The operator uses that source already."},
+        422: {"model": schemas.Problem, "description": "The deployment has no connection for that source."},
+    },
+)
+def move_operator(email: Email, body: schemas.OperatorMove, ctx: Ctx, who: Changer) -> schemas.Operator:
+    _configured(ctx, body.to)
+    address = _address(email)
+    with ctx.db.read() as session:
+        known = operators.get(session, address)
+    if known is not None and known.source == body.to:
+        raise HTTPException(409, f"operator '{address}' already uses the {body.to} source")
+    detail: dict[str, object] = {"to": body.to, "from": None if known is None else known.source}
+    try:
+        _change(ctx, who, email, "operator.move", detail, lambda session, a: operators.move(session, a, body.to))
+    except operators.OperatorError as exc:  # moved by somebody else meanwhile: nothing changed
+        raise HTTPException(409, str(exc)) from None
+    return _one(ctx, email)
+
+
+@router.post(
     "/{email}/verify",
     response_model=schemas.Verification,
     summary="Check against Exchange that the address is a mailbox the service account may impersonate",
@@ -255,8 +303,11 @@ def verify_operator(
     who: Changer,
 ) -> schemas.Verification:
     address = _address(email)
+    with ctx.db.read() as session:
+        known = operators.get(session, address)
+        source_name = None if known is None else known.source  # an address not added yet: the default source
     try:
-        check = ctx.source.check_mailbox(address)
+        check = ctx.sources.for_operator(source_name).check_mailbox(address)
         result = schemas.Verification(
             ok=check.ok, code=check.code, message=check.message, display_name=check.display_name
         )

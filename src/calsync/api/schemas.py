@@ -27,6 +27,7 @@ class Subscription(BaseModel):
     subscribed_at: datetime | None = None
     last_heard: datetime | None = None  # the last push (event or heartbeat); None: not yet heard from
     last_heartbeat: datetime | None  # the last heartbeat that came; None: none yet
+    expires_at: datetime | None = None  # Graph: when it ends unless renewed (ManagePushSubscriptions renews it)
 
 
 class Incident(BaseModel):
@@ -43,10 +44,15 @@ class LastError(BaseModel):
     at: datetime | None
 
 
+SourceName = Literal["ews", "graph"]
+
+
 class Operator(BaseModel):
     email: str
     display_name: str | None
     enabled: bool
+    source: SourceName = "ews"  # ews: Exchange Server through EWS; graph: Exchange Online through Microsoft Graph
+    moving_from: SourceName | None = None  # set from a move until the full read through the new source completes
     state: OperatorState
     subscription: Subscription
     last_sync: datetime | None
@@ -63,6 +69,16 @@ class OperatorCreate(BaseModel):
     email: str = Field(min_length=3, max_length=320, description="The operator's Exchange mailbox address.")
     display_name: str | None = Field(default=None, max_length=256)
     enabled: bool = False
+    source: SourceName | None = Field(
+        default=None,
+        description="ews or graph; default: graph when exchange_version is Exchange365 and Graph is configured, "
+        "else ews.",
+    )
+
+
+class OperatorMove(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: SourceName = Field(description="The source to read the mailbox through from now on.")
 
 
 class OperatorUpdate(BaseModel):

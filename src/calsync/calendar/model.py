@@ -85,11 +85,26 @@ class Appointment:
     overrides: tuple[OccurrenceOverride, ...] = ()
     deleted_occurrences: tuple[datetime, ...] = ()
     last_modified: datetime | None = None
+    # A series' end: the end of its last occurrence, so the past window applies without expanding; None for a
+    # series without end (or when the source cannot say: such a series is kept). Unused for a single item.
+    series_end: datetime | None = None
+    # calsync's own id, what the application sees (set by the store; sources leave it None). It stays the same
+    # when the source's id changes, as when an operator moves from EWS to Graph.
+    app_id: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def is_series(self) -> bool:
         return self.recurrence is not None
+
+    @property
+    def ends_at(self) -> datetime | None:
+        """When the last of it ends: the item's end, or the series' end (None: the series never ends)."""
+        if self.recurrence is None:
+            return self.end
+        if self.series_end is None:
+            return None
+        return max([self.series_end, *(o.end for o in self.overrides)])
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,12 @@ The engine knows the store and a :class:`~calsync.sources.base.Source`; it knows
 HTTP. The past window is applied here: an item is stored if any of it lies after now - window (a series:
 if it has no end or ends after that); an item already stored is kept up to date whatever its age.
 
+During a move to another source (``sync_states.moving_from``) the full read with the new source adopts each
+stored appointment by UID, so its calsync id (``app_id``) stays and the application sees no delete and create.
+
+A page marked ``restart`` (the source's cursor expired, or it moved its window, and it reads from scratch) turns
+the pass into a full sync from there: what the pass does not see again is swept at its end.
+
 Items the source could not read (``ChangePage.unreadable``) are not stored: they are listed (``unreadable_items``)
 with the field and raw value, the application keeps their last readable version (a full sync's sweep spares
 them), and every pass that starts :data:`REREAD_AFTER` after the last try reads them again by id, until they
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from calsync.calendar.model import Appointment
-from calsync.sources.base import ChangePage, ItemsRead, Source, SourceError, UnreadableItem
+from calsync.sources.base import ChangePage, ItemsRead, Source, SourceError
 from calsync.store import calendar, operators, syncstate, unreadable, work
 from calsync.store.db import Database
 from calsync.store.tables import utcnow
@@ -44,7 +50,7 @@ class PassResult:
     full_sync: bool = False
     seconds: float = 0.0
     item_ids: list[str] = field(default_factory=list)
-    unreadable: list[UnreadableItem] = field(default_factory=list)  # still listed when the pass ended
+    unreadable: list[unreadable.Listed] = field(default_factory=list)  # still listed when the pass ended
     listed_at_start: int = 0  # unreadable items listed when the pass began
 
     @property
@@ -58,13 +64,8 @@ def window_start(past_window_days: int, now: datetime | None = None) -> datetime
 
 
 def in_window(appointment: Appointment, start: datetime) -> bool:
-    if appointment.recurrence is not None:
-        series_end = appointment.extra.get("series_end")
-        if not isinstance(series_end, datetime):
-            return True  # never ends, or the source could not say: keep it
-        latest = max([series_end, *(o.end for o in appointment.overrides)])
-        return latest > start
-    return appointment.end > start
+    ends = appointment.ends_at
+    return ends is None or ends > start  # a series without end (or whose end the source cannot say) is kept
 
 
 def run_pass(
@@ -123,11 +124,15 @@ def _commit_page(
     that a mailbox without unreadable items pays no statement for them."""
     with db.transaction() as session:
         work.check_fence(session, claim, renew_seconds=lease_seconds)
+        if page.restart:  # the source reads from scratch from here: sweep what it does not see again
+            syncstate.start_full(session, claim.operator_id)
+            result.full_sync = True
         ids = [a.item_id for a in page.upserts]
         stored = calendar.existing_ids(session, claim.operator_id, ids)
         keep = [a for a in page.upserts if a.item_id in stored or in_window(a, oldest)]
         result.skipped_old += len(page.upserts) - len(keep)
-        result.upserts += calendar.upsert(session, claim.operator_id, keep)
+        adopt = syncstate.adopting_since(session, claim.operator_id)
+        result.upserts += calendar.upsert(session, claim.operator_id, keep, adopt_since=adopt)
         result.deletes += calendar.delete_items(session, claim.operator_id, page.deletes)
         result.item_ids.extend(a.item_id for a in keep)
         settled = [i for i in (*ids, *page.deletes) if i in listed]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from calsync.engine.sync import PassResult, Progress, restart_full, run_pass
 from calsync.sources.base import Source, SourceError
+from calsync.sources.registry import Sources
 from calsync.store import jobs as job_store
 from calsync.store import metrics as store_metrics
 from calsync.store import operators, work
@@ -67,7 +68,7 @@ class NotificationProcessor:
     def __init__(
         self,
         db: Database,
-        source: Source,
+        sources: Sources | Source,
         settings: Callable[[], ProcessorSettings],
         *,
         threads: int = 4,
@@ -77,7 +78,7 @@ class NotificationProcessor:
         metrics: Metrics | None = None,
     ) -> None:
         self.db = db
-        self.source = source
+        self.sources = sources if isinstance(sources, Sources) else Sources.only(sources)
         self.settings = settings
         self.threads = threads
         self.owner = owner or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
@@ -160,7 +161,7 @@ class NotificationProcessor:
         try:
             result = run_pass(
                 self.db,
-                self.source,
+                self.sources.for_operator(claim.source),
                 claim,
                 batch_size=settings.batch_size,
                 past_window_days=settings.past_window_days,

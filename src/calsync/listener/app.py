@@ -33,7 +33,8 @@ order a request meets it:
    compared in constant time. Anything else is 404, as if there were no listener.
 3. **The body**: a declared Content-Length over :data:`MAX_BODY_BYTES` is 413 before a byte is read; the body is
    read in chunks and refused (413) as soon as it passes the limit; then
-   :func:`~calsync.listener.notifications.parse_send_notification` refuses anything that is not a safe
+   the protocol's reader (:class:`~calsync.listener.protocol.PushReader`; for EWS
+   :func:`~calsync.sources.ews.notifications.parse_send_notification`) refuses anything that is not a safe
    SendNotification (DTDs and entities are refused by a byte scan, before lxml). A parsed body whose ItemId or
    FolderId is longer than the store keeps (:data:`MAX_ID_CHARS`) is refused (400) too: no real Exchange id
    is that long, and storing it would fail.
@@ -83,6 +84,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from starlette.requests import Request
@@ -92,21 +94,14 @@ from starlette.routing import Route
 from calsync.store import inbox
 from calsync.store.db import Database, WriterConnection
 
-from .notifications import (
-    MAX_BODY_BYTES,
-    RESULT_CONTENT_TYPE,
-    Notification,
-    NotificationRejected,
-    parse_send_notification,
-    result_envelope,
-)
+from .protocol import MAX_BODY_BYTES, Notification, NotificationRejected, PushReader, Status
 
 if TYPE_CHECKING:
     from calsync.metrics import Metrics
 
 log = logging.getLogger("calsync.listener")
 
-PATH = "/ews/notifications/{secret}"
+PATH = "/ews/notifications/{secret}"  # the EWS door; each protocol has its own (PushReader.door)
 PROBE_HEADER = "X-Calsync-Probe"  # a nonce, sent by calsync's own reachability check (GET)
 PROBE_ANSWER_HEADER = "X-Calsync-Probe-Answer"  # HMAC-SHA256 of the nonce under the path's secret, hex
 
@@ -115,6 +110,7 @@ REFUSAL_BURST = 20  # ...after a burst of this many
 MAX_CLIENTS = 10_000  # addresses the limiter remembers
 MAX_ID_CHARS = 512  # the store's width for ItemId/FolderId (notifications.item_id); longer bodies are refused
 MAX_GROUP = 256  # push bodies stored in one transaction at most
+MAX_TOKEN_CHARS = 1024  # a validation token echoed back at most this long
 WRITER_IDLE_SECONDS = 2.0  # the writer thread ends after this long without work (and starts again on demand)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -354,9 +350,20 @@ class Outcome:
     and for Unsubscribe the subscription id that is not ours (or not an enabled operator's) and what we know
     of it."""
 
-    status: Literal["OK", "Unsubscribe"]
+    status: Status
     dirty: bool = False
     stranger: tuple[str, inbox.Delivery | None] | None = None
+
+
+def _ours(note: Notification, found: dict[str, inbox.Delivery]) -> bool:
+    """A notification of a subscription we hold for an enabled operator, carrying that subscription's client state
+    where it has one (Graph; compared in constant time)."""
+    delivery = found.get(note.subscription_id)
+    if delivery is None or not delivery.enabled:
+        return False
+    if delivery.client_state is None:
+        return True
+    return hmac.compare_digest((note.client_state or "").encode(), delivery.client_state.encode())
 
 
 class Listener:
@@ -365,6 +372,7 @@ class Listener:
         db: Database,
         secrets: Callable[[], list[str]],
         on_dirty: Callable[[], None],
+        readers: PushReader | Sequence[PushReader],
         *,
         allowed_networks: Iterable[str | IPNetwork] = (),
         trust_forwarded_for: bool = False,
@@ -372,6 +380,9 @@ class Listener:
         metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        # each protocol's reading of bodies and writing of answers, by door (ews: SendNotification; graph: JSON)
+        found = [readers] if not isinstance(readers, Sequence) else list(readers)
+        self.readers: dict[str, PushReader] = {r.door: r for r in found}
         self.secrets = secrets  # the current secret, and during a rotation the previous one too
         self.on_dirty = on_dirty
         self.allowed_networks: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in allowed_networks)
@@ -387,7 +398,15 @@ class Listener:
         self._connection: WriterConnection | None = None  # the writer thread's own, while it runs
 
     def routes(self) -> list[Route]:
-        return [Route(PATH, self.receive, methods=["POST"]), Route(PATH, self.answer_probe, methods=["GET"])]
+        """For each protocol: POST (and GET, for a person or the reachability check) on its notifications door,
+        and POST on its lifecycle door when it has one."""
+        found = []
+        for door, reader in self.readers.items():
+            path = f"/{door}/notifications/{{secret}}"
+            found += [Route(path, partial(self.receive, reader), methods=["POST"]), Route(path, self.answer_probe)]
+            if reader.lifecycle:
+                found.append(Route(f"/{door}/lifecycle/{{secret}}", partial(self.receive, reader), methods=["POST"]))
+        return found
 
     async def answer_probe(self, request: Request) -> Response:
         """GET on the listener URL: a person (or calsync's own reachability check) asking whether it comes back to
@@ -448,10 +467,13 @@ class Listener:
             return key, self._refuse(key, 404, "Not Found")
         return key, None
 
-    async def receive(self, request: Request) -> Response:
+    async def receive(self, reader: PushReader, request: Request) -> Response:
         key, refused = self._admit(request)
         if refused is not None:
             return refused
+        token = reader.validation_token(request.query_params)
+        if token is not None:  # Graph checking the URL: echo its token as text, at once
+            return PlainTextResponse(token[:MAX_TOKEN_CHARS])
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return self._refuse(key, 413, f"body larger than {MAX_BODY_BYTES} bytes")
@@ -461,7 +483,7 @@ class Listener:
             if len(body) > MAX_BODY_BYTES:
                 return self._refuse(key, 413, f"body larger than {MAX_BODY_BYTES} bytes")
         try:
-            notes = parse_send_notification(bytes(body), request.headers.get("content-type"))
+            notes = reader.read(bytes(body), request.headers.get("content-type"))
         except NotificationRejected as exc:
             return self._refuse(key, exc.status, exc.reason)
         if any(len(e.item_id or e.folder_id or "") > MAX_ID_CHARS for note in notes for e in note.events):
@@ -475,13 +497,14 @@ class Listener:
             self.metrics.notification_received("event" if dirty else "status")
         if dirty:
             self.on_dirty()
-        return Response(result_envelope(status), media_type=RESULT_CONTENT_TYPE)
+        reply = reader.answer(status)
+        return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
 
     def close(self) -> None:
         """Store what is queued and stop the writer thread (it starts again with the next push)."""
         self.writer.close()
 
-    def record(self, notes: list[Notification]) -> tuple[Literal["OK", "Unsubscribe"], bool]:
+    def record(self, notes: list[Notification]) -> tuple[Status, bool]:
         """Store one push body in a transaction of its own; returns the SubscriptionStatus to answer and
         whether a mailbox got dirty. Raises if it could not be stored."""
         outcome = self._store([notes])[0]
@@ -522,31 +545,33 @@ class Listener:
 
     def _store(self, bodies: list[list[Notification]], connection: WriterConnection | None = None) -> list[Outcome]:
         """One transaction: each body is stored whole if every notification in it is for a subscription of an
-        enabled operator, else nothing of it is (Unsubscribe). Raises if the transaction fails."""
+        enabled operator (with its client state, for Graph), else nothing of it is (Unsubscribe); a body of
+        independent notifications (Graph) has those stored that are ours. Raises if the transaction fails."""
         outcomes: list[Outcome] = []
         with self.db.transaction(connection) as session:
             found = inbox.lookup_many(session, (note.subscription_id for notes in bodies for note in notes))
             batch = inbox.Batch()
             for notes in bodies:
-                stranger = next(
-                    (
-                        (note.subscription_id, found.get(note.subscription_id))
-                        for note in notes
-                        if note.subscription_id not in found or not found[note.subscription_id].enabled
-                    ),
-                    None,
-                )
-                if stranger is not None:  # every notification must be ours before anything of the body is stored
-                    outcomes.append(Outcome("Unsubscribe", stranger=stranger))
+                # EWS: a body is stored whole only if every notification in it is ours, else Unsubscribe. Graph
+                # puts notifications of several subscriptions in one body: those calsync holds are stored.
+                mine = [note for note in notes if _ours(note, found)]
+                if len(mine) < len(notes) and not all(note.independent for note in notes):
+                    mine = []
+                if not mine:
+                    stranger = next((n.subscription_id for n in notes if not _ours(n, found)), "")
+                    outcomes.append(Outcome("Unsubscribe", stranger=(stranger, found.get(stranger))))
                     continue
                 dirty = False
-                for note in notes:
+                for note in mine:
+                    operator_id = found[note.subscription_id].operator_id
+                    if note.lifecycle is not None:  # Graph about the subscription: for ManagePushSubscriptions
+                        dirty = inbox.lifecycle(session, operator_id, note.subscription_id, note.lifecycle) or dirty
+                        continue
                     events = [
                         inbox.InboxEvent(e.kind, e.item_id or e.folder_id, e.watermark)
                         for e in note.events
                         if e.kind != "StatusEvent"
                     ]
-                    operator_id = found[note.subscription_id].operator_id
                     if inbox.record(
                         session, operator_id, note.subscription_id, events, note.last_watermark, batch=batch
                     ):

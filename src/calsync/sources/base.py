@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from calsync.calendar.model import Appointment
@@ -63,6 +64,9 @@ class ChangePage:
     done: bool
     requests: int = 0  # how many requests to Exchange this page cost (for cost accounting)
     unreadable: tuple[UnreadableItem, ...] = ()
+    # The source started reading from scratch with this page (its cursor expired, or it moved its window): what
+    # the pass does not see from here to the end is gone, as after a full sync.
+    restart: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,14 @@ class ItemsRead:
 
 @dataclass(frozen=True)
 class Subscription:
+    """A subscription as the source made (or renewed) it. ``expires_at``: when Exchange ends it unless renewed
+    (Graph); None: it lives until it falls silent or is ended (EWS push). ``client_state``: the secret the source
+    gave Exchange to send back with every notification (Graph), checked by the listener."""
+
     subscription_id: str
     watermark: str | None
+    expires_at: datetime | None = None
+    client_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,9 +131,16 @@ class SourceStats:
 
 
 class Source(abc.ABC):
-    """One way of reading and watching Exchange calendars."""
+    """One way of reading and watching Exchange calendars.
+
+    ``name`` is the source's name as operators carry it (``ews``, ``graph``). ``heartbeats``: whether its
+    subscriptions send a heartbeat while idle (EWS push does, every StatusFrequency; Graph does not), so that
+    silence means trouble. ``door``: the listener path its notifications arrive at
+    (``/<door>/notifications/<secret>``)."""
 
     name: str = "source"
+    heartbeats: bool = True
+    door: str = "ews"
 
     @abc.abstractmethod
     def changes(self, mailbox: str, sync_state: str | None, batch_size: int) -> Iterator[ChangePage]:
@@ -140,6 +157,15 @@ class Source(abc.ABC):
     def check_mailbox(self, mailbox: str) -> MailboxCheck:
         """Whether ``mailbox`` resolves to a mailbox the service account may act on. Never raises for
         the answer "no"; raises SourceError only when Exchange cannot be asked (transient)."""
+
+    def renew(self, mailbox: str, subscription: Subscription) -> Subscription:
+        """Extend a subscription that expires (see ``Subscription.expires_at``); SourceError when it cannot be
+        (then the caller subscribes afresh). A source whose subscriptions do not expire never gets asked."""
+        raise SourceError("permanent", "renew_not_supported", f"{self.name} subscriptions do not expire")
+
+    def unsubscribe(self, mailbox: str, subscription_id: str) -> None:  # noqa: B027 - optional hook
+        """End a subscription now. EWS push subscriptions cannot be ended by request (the listener answers
+        Unsubscribe to their next notification), so the default does nothing."""
 
     def read_items(self, mailbox: str, item_ids: list[str]) -> ItemsRead:
         """Read these items again (those reported unreadable before). A source that cannot says so by

@@ -5,6 +5,7 @@ by upsert so that replaying a batch gives the same calendar, and read back for a
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
@@ -66,17 +67,10 @@ def _override(data: dict[str, Any]) -> OccurrenceOverride:
 
 
 def span(appointment: Appointment) -> tuple[datetime, datetime | None]:
-    """The earliest start and latest end any occurrence can have (None: the series never ends).
-    A series' end comes from ``extra["series_end"]`` (set by the source); without it, never."""
-    start: datetime = appointment.start
-    end: datetime | None = appointment.end
-    if appointment.recurrence is not None:
-        series_end = appointment.extra.get("series_end")
-        end = series_end if isinstance(series_end, datetime) else None
-    for o in appointment.overrides:
-        start = min(start, o.start)
-        end = None if end is None else max(end, o.end)
-    return start, end
+    """The earliest start and latest end any occurrence can have (None: the series never ends, as far as the
+    source could say: ``Appointment.ends_at``)."""
+    start = min([appointment.start, *(o.start for o in appointment.overrides)])
+    return start, appointment.ends_at
 
 
 def _apply(row: AppointmentRow, a: Appointment) -> None:
@@ -96,6 +90,7 @@ def _apply(row: AppointmentRow, a: Appointment) -> None:
 def to_appointment(row: AppointmentRow) -> Appointment:
     return Appointment(
         item_id=row.item_id,
+        app_id=row.app_id,
         change_key=row.change_key,
         subject=row.subject,
         start=row.start_utc,
@@ -117,6 +112,7 @@ def to_appointment(row: AppointmentRow) -> Appointment:
         overrides=tuple(_override(o) for o in row.overrides or ()),
         deleted_occurrences=tuple(datetime.fromisoformat(d) for d in row.deleted_occurrences or ()),
         last_modified=row.last_modified,
+        series_end=row.range_end if row.recurrence is not None else None,
     )
 
 
@@ -130,8 +126,14 @@ def existing_ids(session: Session, operator_id: int, item_ids: Iterable[str]) ->
     return set(found)
 
 
-def upsert(session: Session, operator_id: int, appointments: Iterable[Appointment]) -> int:
-    """Insert or replace appointments by item id; returns how many were written."""
+def upsert(
+    session: Session, operator_id: int, appointments: Iterable[Appointment], *, adopt_since: datetime | None = None
+) -> int:
+    """Insert or replace appointments by item id; returns how many were written.
+
+    ``adopt_since`` (during a move to another source): an appointment whose item id is not stored takes over the
+    stored row with the same UID that has not been seen since then (its old source's id), so the row keeps its
+    ``app_id`` and the application sees the same appointment, not a delete and a create."""
     items = {a.item_id: a for a in appointments}  # the last version of an item in a batch wins
     if not items:
         return 0
@@ -143,13 +145,41 @@ def upsert(session: Session, operator_id: int, appointments: Iterable[Appointmen
             )
         )
     }
+    if adopt_since is not None:
+        rows |= _adoptable(session, operator_id, [a for i, a in items.items() if i not in rows], adopt_since)
     for item_id, appointment in items.items():
         row = rows.get(item_id)
         if row is None:
             row = AppointmentRow(operator_id=operator_id, item_id=item_id)
             session.add(row)
+        row.item_id = item_id
         _apply(row, appointment)
     return len(items)
+
+
+def _adoptable(
+    session: Session, operator_id: int, newcomers: list[Appointment], not_seen_since: datetime
+) -> dict[str, AppointmentRow]:
+    """Stored rows not seen since ``not_seen_since`` that newcomers name by UID, keyed by the newcomer's item id;
+    only where a UID names exactly one newcomer and one such row (anything ambiguous is stored anew)."""
+    uids = {a.uid for a in newcomers if a.uid}
+    if not uids:
+        return {}
+    candidates: dict[str, list[AppointmentRow]] = {}
+    for row in session.scalars(
+        select(AppointmentRow).where(
+            AppointmentRow.operator_id == operator_id,
+            AppointmentRow.uid.in_(list(uids)),
+            AppointmentRow.synced_at < not_seen_since,
+        )
+    ):
+        candidates.setdefault(row.uid or "", []).append(row)
+    per_uid = Counter(a.uid for a in newcomers)
+    return {
+        a.item_id: candidates[a.uid][0]
+        for a in newcomers
+        if a.uid and per_uid[a.uid] == 1 and len(candidates.get(a.uid, ())) == 1
+    }
 
 
 def delete_items(session: Session, operator_id: int, item_ids: Iterable[str]) -> int:

@@ -6,14 +6,16 @@ Alembic, and cross-process wake-ups (PostgreSQL NOTIFY; SQLite has one process, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("calsync.store")
@@ -33,6 +35,10 @@ def normalise_url(url: str) -> URL:
 
 WriterConnection = Connection  # what Database.writer_connection hands out (its holder needs to know no more)
 Transaction = Session  # what Database.transaction() and read() yield, for code outside the store to name it
+
+
+T = TypeVar("T")
+DEADLOCK = "40P01"  # PostgreSQL's deadlock_detected
 
 
 class Database:
@@ -67,6 +73,20 @@ class Database:
         with sessions() as session, session.begin():
             yield session
 
+    def retrying(self, work: Callable[[Session], T], attempts: int = 3) -> T:
+        """``work`` in a :meth:`transaction`, run again (up to ``attempts`` times) when PostgreSQL picked it as
+        the victim of a deadlock (SQLSTATE 40P01): rows locked in opposite orders by two transactions that each
+        do nothing wrong (see ``store/inbox.py``), so trying again is all there is to do."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as session:
+                    return work(session)
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != DEADLOCK or attempt == attempts:
+                    raise
+                log.info("deadlock; the transaction runs again", extra={"attempt": attempt})
+        raise AssertionError("unreachable")
+
     def writer_connection(self) -> WriterConnection:
         """A write connection for one thread that runs many short transactions in a row (the listener's writer):
         taken from the pool once, so its transactions skip the pool's checkout and liveness ping (a round trip
@@ -82,6 +102,25 @@ class Database:
         """Tell other processes (at commit) that a mailbox became dirty."""
         if self.is_postgres:
             session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+
+    def listen_for_wakes(self, stop: threading.Event, on_wake: Callable[[], None]) -> None:
+        """Call ``on_wake`` whenever another process calls :meth:`wake` (PostgreSQL LISTEN), until ``stop`` is
+        set; a lost connection is made again. Returns at once on SQLite (one process, woken directly)."""
+        if not self.is_postgres:
+            return
+        import psycopg
+
+        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {WAKE_CHANNEL}")
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            on_wake()
+            except Exception:
+                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                stop.wait(2.0)
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration. Nodes starting together take turns: the first migrates,

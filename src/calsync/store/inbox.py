@@ -26,7 +26,7 @@ from typing import Any, cast
 from sqlalchemy import BigInteger, Integer, Table, Text, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from . import work
+from . import subscriptions, work
 from .tables import MailboxWork, NotificationRow, Operator, SubscriptionRow, UtcDateTime, utcnow
 
 
@@ -44,15 +44,16 @@ class Delivery:
     operator_id: int
     email: str
     enabled: bool
+    client_state: str | None = None  # Graph: what every notification of this subscription must carry
 
 
 def lookup(session: Session, subscription_id: str) -> Delivery | None:
     found = session.execute(
-        select(SubscriptionRow.operator_id, Operator.email, Operator.sync_enabled)
+        select(SubscriptionRow.operator_id, Operator.email, Operator.sync_enabled, SubscriptionRow.client_state)
         .join(Operator, Operator.id == SubscriptionRow.operator_id)
         .where(SubscriptionRow.subscription_id == subscription_id)
     ).first()
-    return None if found is None else Delivery(found[0], found[1], bool(found[2]))
+    return None if found is None else Delivery(found[0], found[1], bool(found[2]), found[3])
 
 
 def lookup_many(session: Session, subscription_ids: Iterable[str]) -> dict[str, Delivery]:
@@ -65,7 +66,7 @@ def lookup_many(session: Session, subscription_ids: Iterable[str]) -> dict[str, 
         rows = session.connection().execute(_DELIVERY, {"b_id": ids[0]})
     else:
         rows = session.connection().execute(_DELIVERIES, {"b_ids": ids})
-    return {sid: Delivery(op, email, bool(enabled)) for sid, op, email, enabled in rows}
+    return {sid: Delivery(op, email, bool(enabled), state) for sid, op, email, enabled, state in rows}
 
 
 @dataclass
@@ -185,9 +186,9 @@ _MAILBOX_WORK = cast(Table, MailboxWork.__table__)
 _OPERATORS = cast(Table, Operator.__table__)
 _subs, _work, _ops = _SUBSCRIPTIONS.c, _MAILBOX_WORK.c, _OPERATORS.c
 # Statements built once: SQLAlchemy keeps their cache keys, so each execution skips building and keying them.
-_DELIVERY_OF = select(_subs.subscription_id, _subs.operator_id, _ops.email, _ops.sync_enabled).join_from(
-    _SUBSCRIPTIONS, _OPERATORS, _ops.id == _subs.operator_id
-)
+_DELIVERY_OF = select(
+    _subs.subscription_id, _subs.operator_id, _ops.email, _ops.sync_enabled, _subs.client_state
+).join_from(_SUBSCRIPTIONS, _OPERATORS, _ops.id == _subs.operator_id)
 _DELIVERY = _DELIVERY_OF.where(_subs.subscription_id == bindparam("b_id"))
 _DELIVERIES = _DELIVERY_OF.where(_subs.subscription_id.in_(bindparam("b_ids", expanding=True)))
 _INSERT = insert(_NOTIFICATIONS)
@@ -293,3 +294,18 @@ def prune(session: Session, older_than: datetime) -> int:
         delete(NotificationRow).where(NotificationRow.processed.is_(True), NotificationRow.received_at < older_than)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+LIFECYCLE_NEEDING_A_PASS = ("missed", "subscriptionRemoved")  # notifications may have been lost
+
+
+def lifecycle(
+    session: Session, operator_id: int, subscription_id: str, event: str, *, now: datetime | None = None
+) -> bool:
+    """A Graph lifecycle notification: kept on the subscription for ManagePushSubscriptions; after ``missed`` or
+    ``subscriptionRemoved`` the mailbox is marked for a catch-up pass. True when it was marked."""
+    subscriptions.lifecycle(session, subscription_id, event, now=now)
+    if event not in LIFECYCLE_NEEDING_A_PASS:
+        return False
+    work.mark_dirty(session, operator_id, now=now)
+    return True

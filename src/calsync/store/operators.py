@@ -1,4 +1,5 @@
-"""Operators: the application's users whose Exchange calendars are synced, and their sync flag."""
+"""Operators: the application's users whose Exchange calendars are synced, their sync flag, and the source each
+one's mailbox is read through (``ews`` or ``graph``), including the move from one to the other."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from calsync.settings import is_email_address
+from calsync.addresses import is_email_address
 
+from . import syncstate, work
 from .tables import MailboxWork, Operator, SyncStateRow, utcnow
+
+SOURCES = ("ews", "graph")
 
 
 class OperatorError(ValueError):
@@ -34,11 +38,21 @@ def require(session: Session, email: str) -> Operator:
     return found
 
 
-def add(session: Session, email: str, display_name: str | None = None, enabled: bool = False) -> Operator:
+def check_source(source: str) -> str:
+    value = source.strip().lower()
+    if value not in SOURCES:
+        raise OperatorError(f"'{source}' is not a source; allowed: {', '.join(SOURCES)}")
+    return value
+
+
+def add(
+    session: Session, email: str, display_name: str | None = None, enabled: bool = False, source: str = "ews"
+) -> Operator:
     address = normalise_email(email)
+    source = check_source(source)
     if get(session, address) is not None:
         raise OperatorError(f"operator '{address}' exists already")
-    operator = Operator(email=address, display_name=display_name, sync_enabled=enabled)
+    operator = Operator(email=address, display_name=display_name, sync_enabled=enabled, source=source)
     session.add(operator)
     session.flush()
     session.add(MailboxWork(operator_id=operator.id))
@@ -56,6 +70,23 @@ def listing(session: Session, enabled: bool | None = None) -> list[Operator]:
 def set_enabled(session: Session, email: str, enabled: bool) -> Operator:
     operator = require(session, email)
     operator.sync_enabled = enabled
+    return operator
+
+
+def move(session: Session, email: str, to: str, *, now: datetime | None = None) -> Operator:
+    """Read the operator's mailbox through ``to`` from now on. The application calendar stays as it is: the next
+    pass is a full read through the new source that adopts each stored appointment (its calsync id kept) by its
+    UID, and sweeps what it does not find. A pass still running through the old source is cut off (its lease is
+    taken over, so nothing it reads is stored); ManagePushSubscriptions replaces the subscription (the new one
+    is made before the old one is ended), and marks the mailbox for one more pass then."""
+    operator = require(session, email)
+    target = check_source(to)
+    if target == operator.source:
+        raise OperatorError(f"operator '{operator.email}' already uses the {target} source")
+    # The mailbox's work row first: a pass commits in that order too (its fence check locks it, then the rest).
+    work.take_over(session, operator.id, full_sync=True, now=now)
+    syncstate.start_move(session, operator.id, operator.source, now=now)
+    operator.source = target
     return operator
 
 

@@ -41,6 +41,9 @@ class OperatorStatus:
     dirty_since: datetime | None = None  # when the oldest change not yet synced was noticed (None: nothing waits)
     subscribed_at: datetime | None = None  # when the current subscription was made
     last_heard: datetime | None = None  # the last push (event or heartbeat) on it; None: not yet heard from
+    source: str = "ews"  # the source the mailbox is read through (ews, graph)
+    moving_from: str | None = None  # set while a move from that source is not complete
+    subscription_expires: datetime | None = None  # Graph: when the subscription ends unless renewed
 
 
 def operator_statuses(session: Session, email: str | None = None) -> list[OperatorStatus]:
@@ -119,6 +122,9 @@ def _statuses(session: Session, email: str | None) -> list[OperatorStatus]:
                 dirty_since=work.dirty_since if dirty and work is not None else None,
                 subscribed_at=None if sub is None else sub.created_at,
                 last_heard=sub.last_heard_at if sub is not None and sub.heartbeats + sub.events > 0 else None,
+                source=op.source,
+                moving_from=None if state is None else state.moving_from,
+                subscription_expires=None if sub is None else sub.expires_at,
             )
         )
     return out

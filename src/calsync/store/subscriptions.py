@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from . import work
 from .tables import NotificationRow, Operator, SubscriptionRow, utcnow
 
 
@@ -22,6 +23,9 @@ def save(
     status_frequency: int,
     callback_url: str,
     *,
+    expires_at: datetime | None = None,
+    client_state: str | None = None,
+    source: str = "ews",
     now: datetime | None = None,
 ) -> SubscriptionRow:
     """Record a (new) subscription for the operator, replacing the previous one."""
@@ -36,9 +40,40 @@ def save(
         callback_url=callback_url,
         created_at=now,
         last_heard_at=now,
+        expires_at=expires_at,
+        client_state=client_state,
+        source=source,
     )
     session.add(row)
     return row
+
+
+def made(
+    session: Session,
+    *,
+    operator_id: int,
+    subscription_id: str,
+    watermark: str | None,
+    status_frequency: int,
+    callback_url: str,
+    expires_at: datetime | None = None,
+    client_state: str | None = None,
+    source: str = "ews",
+) -> SubscriptionRow:
+    """A new subscription replaces the operator's, and the mailbox is marked for a pass (its initial sync, or a
+    catch-up after a gap). The mailbox's work row is locked first, in the order a sync pass locks rows."""
+    work.mark_dirty(session, operator_id)
+    return save(
+        session,
+        operator_id,
+        subscription_id,
+        watermark,
+        status_frequency,
+        callback_url,
+        expires_at=expires_at,
+        client_state=client_state,
+        source=source,
+    )
 
 
 def drop(session: Session, operator_id: int) -> bool:
@@ -79,3 +114,24 @@ def any_heard(session: Session, source: str) -> bool:
         .limit(1)
     )
     return session.scalar(kept) is not None
+
+
+def renewed(session: Session, subscription_id: str, expires_at: datetime | None) -> None:
+    """The subscription was extended (Graph) or reauthorized: its new end; any lifecycle event is dealt with."""
+    row = session.scalar(select(SubscriptionRow).where(SubscriptionRow.subscription_id == subscription_id))
+    if row is not None:
+        row.expires_at, row.lifecycle_event = expires_at, None
+
+
+def lifecycle(session: Session, subscription_id: str, event: str, *, now: datetime | None = None) -> int | None:
+    """Exchange told us something about the subscription (Graph lifecycle notification: reauthorizationRequired,
+    subscriptionRemoved, missed): remember it for ManagePushSubscriptions; it also counts as hearing from it.
+    Returns the operator's id, or None for a subscription we do not hold."""
+    row = session.scalar(select(SubscriptionRow).where(SubscriptionRow.subscription_id == subscription_id))
+    if row is None:
+        return None
+    # "missed" asks only for a catch-up pass (the inbox marks the mailbox); a removal outranks a reauthorization.
+    if event != "missed" and row.lifecycle_event != "subscriptionRemoved":
+        row.lifecycle_event = event
+    row.last_heard_at = now or utcnow()
+    return row.operator_id

@@ -16,6 +16,7 @@ so application-made changes can be queued for writing to Exchange without a new 
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +61,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def new_app_id() -> str:
+    return str(uuid.uuid4())
+
+
 class Base(DeclarativeBase):
     type_annotation_map: dict[Any, Any] = {datetime: UtcDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -89,7 +94,9 @@ class AppointmentRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
-    item_id: Mapped[str] = mapped_column(String(512))
+    # calsync's own id, what the application sees: kept when the source's id changes (a move EWS -> Graph)
+    app_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_app_id)
+    item_id: Mapped[str] = mapped_column(String(512))  # the source's id (EWS ItemId, Graph event id)
     change_key: Mapped[str | None] = mapped_column(String(512))
     uid: Mapped[str | None] = mapped_column(String(512))
     subject: Mapped[str | None] = mapped_column(Text)
@@ -129,6 +136,8 @@ class SyncStateRow(Base):
     initial_done: Mapped[bool] = mapped_column(Boolean, default=False)
     # Set while a full sync runs: appointments not seen since then are swept when it completes.
     full_sync_started_at: Mapped[datetime | None] = mapped_column()
+    # Set while the operator moves to another source: the full read adopts stored appointments by UID.
+    moving_from: Mapped[str | None] = mapped_column(String(16))
 
 
 class SubscriptionRow(Base):
@@ -145,6 +154,10 @@ class SubscriptionRow(Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column()  # the last StatusEvent that came, if any
     heartbeats: Mapped[int] = mapped_column(Integer, default=0)
     events: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column()  # Graph: renewed before then; EWS: None
+    client_state: Mapped[str | None] = mapped_column(String(128))  # Graph: sent back with every notification
+    lifecycle_event: Mapped[str | None] = mapped_column(String(32))  # Graph: reauthorizationRequired, ... to act on
+    source: Mapped[str] = mapped_column(String(16), default="ews", server_default="ews")  # the source that made it
 
 
 class NotificationRow(Base):

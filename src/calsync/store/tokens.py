@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from calsync.settings import API_ROLES as ROLES
+from calsync.roles import API_ROLES as ROLES
 
 from .tables import ApiTokenRow, utcnow
 

@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
-
-from calsync.sources.base import UnreadableItem
 
 from . import calendar
 from .tables import UnreadableItemRow, utcnow
 
 
-def settle(session: Session, operator_id: int, settled: Iterable[str], problems: Iterable[UnreadableItem]) -> None:
+class Problem(Protocol):
+    """What a source says of an item it could not read (``calsync.sources.base.UnreadableItem`` is one)."""
+
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def field(self) -> str: ...
+    @property
+    def raw(self) -> str | None: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def subject(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A listed item, as stored."""
+
+    item_id: str
+    field: str
+    raw: str | None
+    reason: str
+    subject: str | None = None
+
+
+def settle(session: Session, operator_id: int, settled: Iterable[str], problems: Iterable[Problem]) -> None:
     """After reading items: those read well or gone leave the list; unreadable ones join it, and their last
     readable version stays in the calendar (through a full sync's sweep too)."""
     clear(session, operator_id, settled)
@@ -24,7 +50,7 @@ def settle(session: Session, operator_id: int, settled: Iterable[str], problems:
         calendar.keep(session, operator_id, [p.item_id for p in problems])
 
 
-def record(session: Session, operator_id: int, items: Iterable[UnreadableItem], *, now: datetime | None = None) -> None:
+def record(session: Session, operator_id: int, items: Iterable[Problem], *, now: datetime | None = None) -> None:
     """List these items (again): what could not be read, as it was last tried."""
     now = now or utcnow()
     for item in items:
@@ -54,14 +80,14 @@ def clear(session: Session, operator_id: int, item_ids: Iterable[str]) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def listed(session: Session, operator_id: int) -> list[UnreadableItem]:
+def listed(session: Session, operator_id: int) -> list[Listed]:
     """The operator's unreadable items, oldest first."""
     rows = session.scalars(
         select(UnreadableItemRow)
         .where(UnreadableItemRow.operator_id == operator_id)
         .order_by(UnreadableItemRow.first_seen_at, UnreadableItemRow.item_id)
     )
-    return [UnreadableItem(r.item_id, r.field, r.raw, r.reason, r.subject) for r in rows]
+    return [Listed(r.item_id, r.field, r.raw, r.reason, r.subject) for r in rows]
 
 
 def last_tries(session: Session, operator_id: int) -> dict[str, datetime]:

@@ -34,6 +34,7 @@ class Claim:
     sync_state: str | None
     owner: str
     last_notification_id: int  # notifications up to this id are covered by the pass
+    source: str = "ews"  # the operator's source (calsync.sources.registry)
 
 
 def mark_dirty(session: Session, operator_id: int, *, full_sync: bool = False, now: datetime | None = None) -> None:
@@ -45,6 +46,17 @@ def mark_dirty(session: Session, operator_id: int, *, full_sync: bool = False, n
     if full_sync:
         values["full_sync"] = True
     session.execute(update(MailboxWork).where(MailboxWork.operator_id == operator_id).values(**values))
+
+
+def take_over(session: Session, operator_id: int, *, full_sync: bool = False, now: datetime | None = None) -> None:
+    """End the current lease on the mailbox, if any (its holder's next commit fails with LeaseLost), and mark it
+    dirty: the next pass, by whoever claims it, starts over (from no sync state with ``full_sync``)."""
+    session.execute(
+        update(MailboxWork)
+        .where(MailboxWork.operator_id == operator_id)
+        .values(fence=MailboxWork.fence + 1, lease_owner=None, lease_until=None, not_before=None)
+    )
+    mark_dirty(session, operator_id, full_sync=full_sync, now=now)
 
 
 def _due(now: datetime):
@@ -61,7 +73,7 @@ def claim(
     """Take the longest-waiting dirty mailbox of an enabled operator (or the given one), if any is free."""
     now = now or utcnow()
     query = (
-        select(MailboxWork, Operator.email)
+        select(MailboxWork, Operator.email, Operator.source)
         .join(Operator, Operator.id == MailboxWork.operator_id)
         .where(Operator.sync_enabled.is_(True))
     )
@@ -78,7 +90,7 @@ def claim(
     found = session.execute(query).first()
     if found is None:
         return None
-    work, email = found
+    work, email, source = found
     work.fence += 1
     work.lease_owner = owner
     work.lease_until = now + timedelta(seconds=lease_seconds)
@@ -101,6 +113,7 @@ def claim(
         None if work.full_sync or state is None else state.state,
         owner,
         int(last_id),
+        source,
     )
 
 

@@ -1,4 +1,4 @@
-/* The operators page: GET /api/v1/operators?state= every 5 s; add, enable, disable, verify, delete. */
+/* The operators page: GET /api/v1/operators?state= every 5 s; add, enable, disable, move, verify, delete. */
 "use strict";
 
 (function () {
@@ -10,7 +10,7 @@
   let poller = null;
 
   const enc = encodeURIComponent;
-  const COLUMNS = ["name", "state", "subscription", "last-sync", "pending", "lag", "appointments", "incident"];
+  const COLUMNS = ["name", "source", "state", "subscription", "last-sync", "pending", "lag", "appointments", "incident"];
 
   function subscriptionCell(sub) {
     if (!sub) return [A.badge("missing", "badge-missing")];
@@ -36,9 +36,16 @@
     return [h("span", { class: "muted" }, "–")];
   }
 
+  function sourceCell(op) {
+    const source = op.source || "ews";
+    if (!op.moving_from) return [source];
+    return [source, h("span", { class: "muted small" }, " (moving from " + op.moving_from + ")")];
+  }
+
   function dataCells(op) {
     return [
       [op.display_name || h("span", { class: "muted" }, "–")],
+      sourceCell(op),
       [A.badge(op.state, "badge-" + op.state)],
       subscriptionCell(op.subscription),
       [A.timeEl(op.last_sync)],
@@ -77,6 +84,17 @@
         }
       }),
     );
+    const target = op.source === "graph" ? "ews" : "graph";
+    const move = h("button", { type: "button", class: "secondary", "aria-label": "Move " + email + " to " + target }, "Move to " + target);
+    move.addEventListener("click", () => {
+      const question = "Read " + email + "'s calendar through " + target + " from now on? Its appointments and their ids stay; the next pass reads the whole calendar again.";
+      if (!window.confirm(question)) return;
+      A.act(move, result, async () => {
+        await A.api("POST", "/operators/" + enc(email) + "/move", { to: target });
+        A.setText(result, "moving to " + target, "ok");
+        afterChange();
+      });
+    });
     const remove = h("button", { type: "button", class: "danger", "aria-label": "Delete " + email }, "Delete");
     remove.addEventListener("click", () => {
       if (!window.confirm("Delete operator " + email + "? Their appointments in calsync are deleted too.")) return;
@@ -86,7 +104,7 @@
         afterChange();
       });
     });
-    return [toggle, verify, remove];
+    return [toggle, move, verify, remove];
   }
 
   function rowFor(op) {
@@ -96,7 +114,7 @@
       const cells = [];
       tr.append(h("th", { scope: "row" }, op.email));
       for (let i = 0; i < COLUMNS.length; i += 1) {
-        const td = h("td", { class: i >= 4 && i <= 6 ? "num" : null, "data-col": COLUMNS[i] });
+        const td = h("td", { class: i >= 5 && i <= 7 ? "num" : null, "data-col": COLUMNS[i] });
         cells.push(td);
         tr.append(td);
       }
@@ -118,7 +136,7 @@
       const contents = dataCells(op);
       row.cells.forEach((td, i) => td.replaceChildren(...contents[i].filter((c) => c !== null)));
       row.tr.className = "state-" + op.state;
-      const key = String(op.enabled);
+      const key = op.enabled + "/" + op.source;
       if (A.isAdmin() && row.actionsKey !== key) {
         row.actions.replaceChildren(...actionButtons(op, row.result));
         row.actionsKey = key;
@@ -170,15 +188,18 @@
     const email = document.getElementById("add-email").value.trim();
     const name = document.getElementById("add-name").value.trim();
     const enabled = document.getElementById("add-enabled").checked;
+    const source = document.getElementById("add-source").value;
     if (!email) {
       A.setText(addResult, "Enter the operator's e-mail address.", "error");
       return;
     }
     const body = { email: email, enabled: enabled };
     if (name) body.display_name = name;
+    if (source) body.source = source;
     A.act(form.querySelector("button[type=submit]"), addResult, async () => {
       const op = await A.api("POST", "/operators", body);
-      A.setText(addResult, "Added " + ((op && op.email) || email) + (enabled ? " (sync enabled)" : ""), "ok");
+      const via = op && op.source ? " through " + op.source : "";
+      A.setText(addResult, "Added " + ((op && op.email) || email) + via + (enabled ? " (sync enabled)" : ""), "ok");
       form.reset();
       document.getElementById("add-enabled").checked = true;
       afterChange();

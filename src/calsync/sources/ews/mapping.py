@@ -14,9 +14,9 @@ occurrence on the same local day (a server that gives the day at midnight). One 
 item :class:`~calsync.sources.base.Unreadable`: an override the calendar would silently drop, or a deleted
 occurrence that would stay, is a wrong calendar.
 
-``extra["series_end"]`` is the end of the last occurrence (Exchange's LastOccurrence, else computed from the
-pattern; the later of that and any moved exception; None for a series without end; the item's own end for a
-single item), so the engine can apply the past window without expanding. ``extra["body_type"]`` is ``Text``
+A series' ``series_end`` is the end of its last occurrence (Exchange's LastOccurrence, else computed from the
+pattern; the later of that and any moved exception; None for a series without end), so the engine can apply the
+past window without expanding. ``extra["body_type"]`` is ``Text``
 or ``HTML``: the body is kept as Exchange gave it. ``extra["item_type"]`` is ``Single`` or ``RecurringMaster``.
 """
 
@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from exchangelib.properties import HTMLBody
 
-from calsync.calendar.expand import Series
-from calsync.calendar.model import Appointment, Attendee, OccurrenceOverride, ShowAs
-from calsync.sources.base import Unreadable
+from calsync.calendar.model import Appointment, Attendee, ShowAs
+from calsync.sources.occurrences import Changed, Deleted, place
 
 from .reading import ItemTimes, OccurrenceRef
 
@@ -118,7 +115,6 @@ def to_appointment(item: Any, times: ItemTimes, exceptions: Exceptions | None = 
         extra={
             "item_type": "RecurringMaster" if times.recurrence is not None else "Single",
             "body_type": "HTML" if isinstance(item.body, HTMLBody) else "Text",
-            "series_end": times.end,
         },
     )
     if times.recurrence is None:
@@ -127,43 +123,15 @@ def to_appointment(item: Any, times: ItemTimes, exceptions: Exceptions | None = 
 
 
 def _with_occurrences(app: Appointment, master: Any, times: ItemTimes, exceptions: Exceptions) -> Appointment:
-    series = Series.of(app)
-    if series.first_start() is None:
-        raise Unreadable("Recurrence", None, "the pattern and range hold no occurrence")
-    overrides = [_override(series, master, ref, exceptions.get(ref.item_id or "")) for ref in times.modified]
-    deleted = []
-    for original in times.deleted:
-        fitted = series.fit([original])
-        if fitted is None:
-            raise Unreadable(
-                "DeletedOccurrences/DeletedOccurrence/Start", original.isoformat(), "names no occurrence of the series"
-            )
-        deleted.append(fitted)
-    ends = [o.end for o in overrides]
-    last = times.last.end if times.last is not None else _computed_last_end(series)
-    series_end = None if last is None else max([last, *ends])  # None: a series without end
-    return replace(
-        app,
-        overrides=tuple(sorted(overrides, key=lambda o: o.original_start)),
-        deleted_occurrences=tuple(sorted(set(deleted))),
-        extra={**app.extra, "series_end": series_end},
-    )
+    changed = [_changed(master, ref, exceptions.get(ref.item_id or "")) for ref in times.modified]
+    deleted = [Deleted([original], "DeletedOccurrences/DeletedOccurrence/Start") for original in times.deleted]
+    return place(app, changed, deleted, times.last.end if times.last is not None else None)
 
 
-def _computed_last_end(series: Series) -> datetime | None:
-    last_start = series.last_start()
-    return None if last_start is None else series.end_of(last_start)
-
-
-def _override(
-    series: Series, master: Any, ref: OccurrenceRef, fetched: tuple[Any, ItemTimes] | None
-) -> OccurrenceOverride:
+def _changed(master: Any, ref: OccurrenceRef, fetched: tuple[Any, ItemTimes] | None) -> Changed:
+    """A modified occurrence as the master lists it, with what the fetched exception says (its original start
+    as the exception gives it, then as the master does; its subject, location and cancelled flag)."""
     occ, occ_times = fetched if fetched is not None else (None, None)
-    candidates = [ref.original_start, occ_times.original_start if occ_times is not None else None]
-    original = series.fit(candidates)
-    if original is None:
-        raw = next((c.isoformat() for c in candidates if c is not None), None)
-        raise Unreadable("ModifiedOccurrences/Occurrence/OriginalStart", raw, "names no occurrence of the series")
     start, end = (occ_times.start, occ_times.end) if occ_times is not None else (ref.start, ref.end)
 
     def differs(name: str) -> Any:
@@ -173,11 +141,12 @@ def _override(
         return None if value == getattr(master, name, None) else value
 
     cancelled = differs("is_cancelled")
-    return OccurrenceOverride(
-        original_start=original,
+    return Changed(
+        candidates=[ref.original_start, occ_times.original_start if occ_times is not None else None],
         start=start,
         end=end,
         subject=differs("subject"),
         location=differs("location"),
         cancelled=None if cancelled is None else bool(cancelled),
+        field="ModifiedOccurrences/Occurrence/OriginalStart",
     )

@@ -1,4 +1,6 @@
-"""EWS push notifications: reading the SendNotification Exchange POSTs to calsync, and writing the answer.
+"""EWS push notifications: reading the SendNotification Exchange POSTs to calsync's listener, and writing the
+answer. :class:`SendNotificationReader` is the EWS implementation of the listener's
+:class:`~calsync.listener.protocol.PushReader`.
 
 Exchange delivers push events by POSTing a SOAP ``m:SendNotification`` to the URL given at Subscribe, and
 expects a ``m:SendNotificationResult`` back whose ``m:SubscriptionStatus`` is ``OK`` (keep sending) or
@@ -55,23 +57,20 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 from lxml import etree
 
+from calsync.listener.protocol import MAX_BODY_BYTES, Event, Notification, NotificationRejected, Reply, Status
+
 __all__ = [
-    "MAX_BODY_BYTES",
     "RESULT_CONTENT_TYPE",
-    "Event",
-    "Notification",
-    "NotificationRejected",
+    "SendNotificationReader",
     "parse_send_notification",
     "result_envelope",
 ]
-
-MAX_BODY_BYTES = 256 * 1024  # real pushes are a few KB; Exchange sends at most 50 events per notification
 
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
@@ -97,46 +96,6 @@ _MOVED_KINDS = frozenset({"MovedEvent", "CopiedEvent"})
 _UTF8_NAMES = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
 
-class NotificationRejected(Exception):
-    """A body that is not a SendNotification we can trust.
-
-    ``reason`` says why (safe to log: it never quotes the body); ``status`` is the HTTP status to answer:
-    400 (malformed, or not a SendNotification), 413 (too large), 415 (the Content-Type is not XML).
-    """
-
-    def __init__(self, reason: str, status: int = 400) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Event:
-    """One item or folder event of a notification."""
-
-    kind: str  # CreatedEvent, ModifiedEvent, DeletedEvent, MovedEvent, CopiedEvent, NewMailEvent, FreeBusyChangedEvent
-    watermark: str | None
-    timestamp: datetime | None  # aware, UTC
-    item_id: str | None  # ItemId/@Id; None for a folder event
-    folder_id: str | None  # FolderId/@Id, for a folder event
-    parent_folder_id: str | None
-    old_item_id: str | None = None  # MovedEvent/CopiedEvent of an item
-    old_parent_folder_id: str | None = None  # MovedEvent/CopiedEvent
-    old_folder_id: str | None = None  # MovedEvent/CopiedEvent of a folder
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One ``m:Notification``: a subscription's events since ``previous_watermark``."""
-
-    subscription_id: str
-    previous_watermark: str | None
-    more_events: bool
-    events: tuple[Event, ...]  # item and folder events, in document order
-    status_only: bool  # only StatusEvent(s): a heartbeat
-    last_watermark: str | None  # watermark of the last event (StatusEvent included) that has one
-
-
 # --- answering ------------------------------------------------------------------------------------
 
 _RESULT_TEMPLATE = (
@@ -148,7 +107,7 @@ _RESULT_TEMPLATE = (
 _RESULTS = {status: _RESULT_TEMPLATE.format(status=status).encode() for status in ("OK", "Unsubscribe")}
 
 
-def result_envelope(status: Literal["OK", "Unsubscribe"]) -> bytes:
+def result_envelope(status: Status) -> bytes:
     """The SOAP 1.1 ``m:SendNotificationResult`` answering a push (send it as :data:`RESULT_CONTENT_TYPE`).
 
     ``OK`` keeps the subscription; ``Unsubscribe`` ends it (Exchange then sends nothing more).
@@ -435,3 +394,19 @@ def _timestamp(value: str) -> datetime:
         return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=tz).astimezone(UTC)
     except (ValueError, OverflowError):
         _reject("TimeStamp is not a valid date and time")
+
+
+class SendNotificationReader:
+    """The listener's reader for EWS pushes (:class:`~calsync.listener.protocol.PushReader`)."""
+
+    door = "ews"
+    lifecycle = False
+
+    def read(self, body: bytes, content_type: str | None) -> list[Notification]:
+        return parse_send_notification(body, content_type)
+
+    def answer(self, status: Status) -> Reply:
+        return Reply(result_envelope(status), RESULT_CONTENT_TYPE)
+
+    def validation_token(self, query: Mapping[str, str]) -> str | None:
+        return None  # EWS has no handshake: Subscribe is answered directly

@@ -1,4 +1,4 @@
-"""calsync.listener.notifications: SendNotification bodies in (real samples, synthetic and hostile ones, mutated
+"""calsync.sources.ews.notifications: SendNotification bodies in (real samples, synthetic and hostile ones, mutated
 ones, the emulator's own pushes), SendNotificationResult out."""
 
 from __future__ import annotations
@@ -21,15 +21,9 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from calsync.emulator import Emulator
-from calsync.listener import notifications as listener
-from calsync.listener.notifications import (
-    MAX_BODY_BYTES,
-    Event,
-    Notification,
-    NotificationRejected,
-    parse_send_notification,
-    result_envelope,
-)
+from calsync.listener.protocol import MAX_BODY_BYTES, Event, Notification, NotificationRejected
+from calsync.sources.ews import notifications as listener
+from calsync.sources.ews.notifications import parse_send_notification, result_envelope
 from tests.conftest import REFERENCE_ENV, SAMPLES_DIR, ews_account
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -816,13 +810,13 @@ def test_result_envelope_is_what_exchange_expects(status: Status) -> None:
 
 @pytest.mark.parametrize("status", ["OK", "Unsubscribe"])
 def test_result_envelope_is_schema_valid(schema_dir: Path, status: Status) -> None:
-    from calsync.emulator.schema_check import EwsSchema
+    from calsync.emulator.ews.schema_check import EwsSchema
 
     EwsSchema.cached(schema_dir).check(result_envelope(status))
 
 
 def test_result_envelope_is_understood_by_the_emulator() -> None:
-    from calsync.emulator.push import _result
+    from calsync.emulator.ews.push import _result
 
     assert _result(result_envelope("OK")) == "ok"
     assert _result(result_envelope("Unsubscribe")) == "unsubscribe"
@@ -837,12 +831,12 @@ def test_result_envelope_refuses_other_statuses() -> None:
 
 
 def test_emulator_send_notification_bodies_parse() -> None:
+    from calsync.emulator.ews.notifications import send_notification
+    from calsync.emulator.ews.soap import envelope as soap_envelope
+    from calsync.emulator.ews.subscriptions import ALL_EVENT_TYPES, Subscription, new_subscription_id
     from calsync.emulator.journal import Event as JournalEvent
     from calsync.emulator.journal import encode_watermark
     from calsync.emulator.model import ItemRef, Mailbox
-    from calsync.emulator.notifications import send_notification
-    from calsync.emulator.soap import envelope as soap_envelope
-    from calsync.emulator.subscriptions import ALL_EVENT_TYPES, Subscription, new_subscription_id
 
     mbx = Mailbox(address="ann@example.com", display_name="Ann")
     subscription = Subscription(
