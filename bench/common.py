@@ -28,3 +28,9 @@ def write_results(path: Path, quick: bool, console: Console, **fields: object) -
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**run_header(quick), **fields}, indent=2))
     console.print(f"results written to {path}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, all its threads (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

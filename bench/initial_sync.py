@@ -1,10 +1,12 @@
 """Initial sync: appointments per second that calsync reads from Exchange and lands in its calendar store when it
 syncs every enabled operator for the first time, beside the ceiling (a plain EWS client reading the same items
-with the same requests and the same concurrency, storing nothing).
+with the same requests and the same concurrency, storing nothing); through EWS and then through Microsoft Graph on
+the same emulator, in the same run.
 
-    python -m bench.initial_sync                          # 1,000 mailboxes x 200 appointments, SQLite
+    python -m bench.initial_sync                          # 1,000 mailboxes x 200 appointments, SQLite, both
     python -m bench.initial_sync --database postgresql
     python -m bench.initial_sync --quick                  # 50 x 50
+    python -m bench.initial_sync --sources graph          # one source only (default: ews,graph)
 
 The emulator runs in this process and is filled directly (``calsync.emulator.sample_data.populate``: singles,
 all-day items, meetings and recurring series, some with moved or deleted occurrences, about a tenth older than
@@ -29,8 +31,19 @@ from /proc, or ``time.process_time`` in the worker; start-up = imports, and for 
 its listener answers) do not depend on it, so the CPU ratio (items per CPU second, calsync over ceiling) is the
 figure to compare; calsync's share includes its Subscribes and its listener. "Landed" counts the rows in the
 store: fewer than the items read, since items wholly older than the past window are not stored. The emulator's
-own request counters (``op:*``) give the requests each side made.
-Results go to bench/results/initial_sync.json (``initial_sync-postgresql.json`` for PostgreSQL).
+own request counters (``op:*``) give the requests each side made. After calsync's turn its CPU with nothing to do
+is measured for 10 s; the tables also show its items per CPU second with that idle rate subtracted.
+
+Graph (``--sources``, after EWS): the emulator has its Graph wing (``bench.sources.BenchEmulator``). The ceiling
+is calsync's own ``GraphSource`` on the same 4 threads in its own process (a delta round of the window per
+mailbox, series masters by id in ``$batch``es, mapped to appointments), storing nothing; then ``calsync serve``
+with the operators added with ``source = graph`` in a fresh database. Graph lists only what lies in its delta
+window, so "items read" is what GraphSource returned (the ceiling's count), not the emulator's; the figure that
+compares the sources is appointments landed per CPU second of calsync (``graph_vs_ews``). Graph requests are
+counted as Graph's throttling counts them (each request inside a ``$batch``) and as HTTP calls; see
+``bench.sources``.
+Results go to bench/results/initial_sync.json (``initial_sync-postgresql.json`` for PostgreSQL): EWS under the keys
+it always had, Graph under ``graph``.
 """
 
 from __future__ import annotations
@@ -57,14 +70,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import create_engine, text
 
-from bench.common import write_results
-from bench.latency import PASSWORD, USER, as_utc, prepare, settings_for
+from bench.common import cpu_seconds, write_results
+from bench.latency import LABEL, PASSWORD, USER, as_utc, prepare, settings_for
 from bench.listener import clean_env, contextmanager_or_sqlite, free_port, postgres_schema, server
+from bench.sources import SOURCES, BenchEmulator, end_subscriptions, graph_settings, snapshot
+from bench.sources import requests_since as all_requests_since
 from calsync.emulator import Emulator
 from calsync.emulator.sample_data import populate
 
 THREADS = 4  # NotificationProcessor's default, and `calsync serve --threads`
 BATCH = 512  # the batch_size (EWSBatchSize) default
+IDLE_SECONDS = 10.0  # after the initial sync: how much CPU calsync uses with nothing to do
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
@@ -113,7 +129,11 @@ def progress_bar() -> Progress:
 
 
 def ceiling_worker(spec_file: str) -> None:
-    """Read every mailbox with exchangelib as calsync's source does, store nothing; print progress and a result."""
+    """Read every mailbox with exchangelib as calsync's source does, store nothing; print progress and a result.
+    A spec for Graph (``"source": "graph"``) runs :func:`graph_ceiling_worker` instead."""
+    if json.loads(Path(spec_file).read_text()).get("source") == "graph":
+        graph_ceiling_worker(spec_file)
+        return
     from exchangelib import BASIC, IMPERSONATION, Account, Configuration, Credentials, Version
     from exchangelib.fields import FieldPath
     from exchangelib.items import ID_ONLY, CalendarItem
@@ -165,33 +185,79 @@ def ceiling_worker(spec_file: str) -> None:
     def read_again_if_cut(mailbox: str) -> int:
         """A connection the server dropped (or any failure) reads the mailbox again from the start, at most twice:
         what calsync does too, a second later (a transient failure retries the pass)."""
-        for attempt in range(3):
-            try:
-                return read(mailbox)
-            except Exception as exc:
-                if attempt == 2:
-                    raise
-                retries.append(f"{mailbox}: {type(exc).__name__}")
-        raise AssertionError("unreachable")
+        return _again_if_cut(read, mailbox, retries)
 
-    started, cpu_at_start = time.monotonic(), time.process_time()
-    total = 0
-    with ThreadPoolExecutor(THREADS) as pool:
-        for n, items in enumerate(pool.map(read_again_if_cut, spec["mailboxes"]), 1):
-            total += items
-            print(json.dumps({"done": n, "items": total}), flush=True)
-    result = {"items": total, "read_seconds": time.monotonic() - started, "cpu_seconds": time.process_time()}
-    result["start_cpu_seconds"] = cpu_at_start  # imports and set-up, before the first request
+    result = _read_all(read_again_if_cut, spec["mailboxes"])
     result["retries"] = retries
     print(json.dumps({"result": result}), flush=True)
 
 
-def run_ceiling(emu: Emulator, mailboxes: list[str], tmp: str) -> dict[str, Any]:
-    spec = Path(tmp) / "ceiling.json"
-    spec.write_text(json.dumps({"url": emu.url, "user": USER, "password": PASSWORD, "mailboxes": mailboxes}))
+def _again_if_cut(read: Callable[[str], int], mailbox: str, retries: list[str]) -> int:
+    for attempt in range(3):
+        try:
+            return read(mailbox)
+        except Exception as exc:
+            if attempt == 2:
+                raise
+            retries.append(f"{mailbox}: {type(exc).__name__}")
+    raise AssertionError("unreachable")
+
+
+def _read_all(read: Callable[[str], int], mailboxes: list[str]) -> dict[str, Any]:
+    """Every mailbox read on :data:`THREADS` threads, progress printed as JSON lines; the counts and times."""
+    started, cpu_at_start = time.monotonic(), time.process_time()
+    total = 0
+    with ThreadPoolExecutor(THREADS) as pool:
+        for n, items in enumerate(pool.map(read, mailboxes), 1):
+            total += items
+            print(json.dumps({"done": n, "items": total}), flush=True)
+    result: dict[str, Any] = {"items": total, "read_seconds": time.monotonic() - started}
+    result["cpu_seconds"] = time.process_time()
+    result["start_cpu_seconds"] = cpu_at_start  # imports and set-up, before the first request
+    return result
+
+
+def graph_ceiling_worker(spec_file: str) -> None:
+    """Read every mailbox through calsync's own ``GraphSource`` (delta of the window, series masters by $batch,
+    mapped to appointments) on the same 4 threads, storing nothing; print progress and a result."""
+    from calsync.sources.graph import GraphSource
+
+    spec = json.loads(Path(spec_file).read_text())
+    graph = spec["graph"]
+    source = GraphSource(
+        endpoint=graph["graph_endpoint"],
+        authority=graph["graph_authority"],
+        tenant_id=graph["graph_tenant_id"],
+        client_id=graph["graph_client_id"],
+        client_secret=graph["graph_client_secret"],
+        ca_file=Path(graph["graph_ca_file"]),
+    )
+    retries: list[str] = []
+
+    def read(mailbox: str) -> int:  # as calsync: a failed pass reads the mailbox again from the start
+        return _again_if_cut(
+            lambda m: sum(len(page.upserts) for page in source.changes(m, None, BATCH)), mailbox, retries
+        )
+
+    result = _read_all(read, spec["mailboxes"])
+    result["retries"] = retries
+    result["source_requests"] = {"http": source.stats.requests, "by_operation": source.stats.by_operation}
+    source.close()
+    print(json.dumps({"result": result}), flush=True)
+
+
+def run_ceiling(emu: Emulator, mailboxes: list[str], tmp: str, source: str = "ews") -> dict[str, Any]:
+    """The ceiling of ``source`` as its own process: exchangelib (EWS) or GraphSource (Graph), storing nothing."""
+    spec = Path(tmp) / f"ceiling-{source}.json"
+    what: dict[str, Any] = {"url": emu.url, "user": USER, "password": PASSWORD, "mailboxes": mailboxes}
+    if source == "graph":
+        assert isinstance(emu, BenchEmulator)
+        what |= {"source": "graph", "graph": graph_settings(emu)}
+    spec.write_text(json.dumps(what))
     env = clean_env()
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     before, load = dict(emu.exchange.stats), os.getloadavg()[0]
+    counted = snapshot(emu) if isinstance(emu, BenchEmulator) else {}
     started, emulator_cpu = time.monotonic(), time.process_time()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.initial_sync", "--worker", str(spec)],
@@ -202,7 +268,8 @@ def run_ceiling(emu: Emulator, mailboxes: list[str], tmp: str) -> dict[str, Any]
     assert proc.stdout is not None
     result: dict[str, Any] = {}
     with progress_bar() as progress:
-        task = progress.add_task("ceiling: exchangelib reading", total=len(mailboxes))
+        reading = "GraphSource" if source == "graph" else "exchangelib"
+        task = progress.add_task(f"ceiling: {reading} reading", total=len(mailboxes))
         for line in proc.stdout:  # ends when the worker exits
             message = json.loads(line)
             if "done" in message:
@@ -214,6 +281,9 @@ def run_ceiling(emu: Emulator, mailboxes: list[str], tmp: str) -> dict[str, Any]
         raise RuntimeError(f"the ceiling worker failed (exit code {proc.returncode})")
     result["emulator_cpu_seconds"] = time.process_time() - emulator_cpu
     result["load_average"] = [round(load, 1), round(os.getloadavg()[0], 1)]
+    if source == "graph":
+        assert isinstance(emu, BenchEmulator)
+        return {**result, "seconds": seconds, "requests": all_requests_since(emu, counted)}
     return {**result, "seconds": seconds, "requests": requests_since(emu, before)}
 
 
@@ -222,16 +292,19 @@ def run_ceiling(emu: Emulator, mailboxes: list[str], tmp: str) -> dict[str, Any]
 
 @contextmanager
 def calsync_serve(
-    emu: Emulator, mailboxes: list[str], database: str, tmp: str, profile: str | None
+    emu: Emulator, mailboxes: list[str], database: str, tmp: str, profile: str | None, source: str = "ews"
 ) -> Iterator[tuple[str, Any, datetime, int]]:
-    """A fresh database (SQLite file or PostgreSQL schema) with every operator enabled, and ``calsync serve`` on
-    it (4 sync threads), recorded by py-spy if asked. Yields the database URL, an engine on it, the time the
-    server process was started and its pid."""
+    """A fresh database (SQLite file or PostgreSQL schema) with every operator enabled (read through ``source``),
+    and ``calsync serve`` on it (4 sync threads), recorded by py-spy if asked. Yields the database URL, an engine
+    on it, the time the server process was started and its pid."""
     schema = postgres_schema if database == "postgresql" else None
     with contextmanager_or_sqlite(schema, tmp) as url:
         port = free_port()
         settings = settings_for(url, emu.url, port)
-        prepare(url, settings, mailboxes, tmp)
+        if source == "graph":
+            assert isinstance(emu, BenchEmulator)
+            settings |= graph_settings(emu)
+        prepare(url, settings, mailboxes, tmp, source=source)
         engine = create_engine(url)
         command = [sys.executable, "-m", "calsync", "serve", "--port", str(port), "--threads", str(THREADS)]
         spawned = datetime.now(UTC)
@@ -242,12 +315,17 @@ def calsync_serve(
             engine.dispose()
 
 
-def run_calsync(emu: Emulator, mailboxes: list[str], database: str, tmp: str, profile: str | None) -> dict[str, Any]:
+def run_calsync(
+    emu: Emulator, mailboxes: list[str], database: str, tmp: str, profile: str | None, source: str = "ews"
+) -> dict[str, Any]:
     before, load, emulator_cpu = dict(emu.exchange.stats), os.getloadavg()[0], time.process_time()
-    with calsync_serve(emu, mailboxes, database, tmp, profile) as (_, engine, spawned, pid), progress_bar() as progress:
+    counted = snapshot(emu) if isinstance(emu, BenchEmulator) else {}
+    serving = calsync_serve(emu, mailboxes, database, tmp, profile, source)
+    with serving as (_, engine, spawned, pid), progress_bar() as progress:
         listening, start_cpu = (datetime.now(UTC) - spawned).total_seconds(), cpu_seconds(pid)
-        synced_task = progress.add_task("calsync: operators through their initial sync", total=len(mailboxes))
-        rows_task = progress.add_task("calsync: appointments landed", total=None)
+        label = f"calsync ({LABEL[source]})"
+        synced_task = progress.add_task(f"{label}: operators through their initial sync", total=len(mailboxes))
+        rows_task = progress.add_task(f"{label}: appointments landed", total=None)
         deadline = time.monotonic() + 3600
         while True:
             with engine.connect() as conn:
@@ -267,8 +345,12 @@ def run_calsync(emu: Emulator, mailboxes: list[str], database: str, tmp: str, pr
             first_sub, last_sub = conn.execute(text("SELECT min(created_at), max(created_at) FROM subscriptions")).one()
             rows = conn.execute(text("SELECT count(*) FROM appointments")).scalar_one()
         cpu = cpu_seconds(pid)
+        with console.status(f"{label}: idle for {IDLE_SECONDS:.0f} s (its CPU rate with nothing to do)"):
+            time.sleep(IDLE_SECONDS)
+        idle = (cpu_seconds(pid) - cpu) / IDLE_SECONDS
     return {
         "cpu_seconds": cpu,
+        "idle_cpu_per_second": idle,  # scheduler, jobs, listener with nothing to do: CPU seconds per second
         "start_cpu_seconds": start_cpu,  # imports, migrations, until the listener answered
         "emulator_cpu_seconds": time.process_time() - emulator_cpu,
         "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
@@ -278,14 +360,12 @@ def run_calsync(emu: Emulator, mailboxes: list[str], database: str, tmp: str, pr
         "subscribed_between_seconds": [(as_utc(t) - spawned).total_seconds() for t in (first_sub, last_sub)],
         "passes": int(passes),
         "landed": int(rows),
-        "requests": requests_since(emu, before),
+        "requests": (
+            all_requests_since(emu, counted)
+            if source == "graph" and isinstance(emu, BenchEmulator)
+            else requests_since(emu, before)
+        ),
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far, all its threads (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -354,42 +434,48 @@ def output_path(args: argparse.Namespace, name: str) -> Path:
     return args.output or Path(__file__).parent / "results" / f"{name}{suffix}.json"
 
 
-def main() -> None:
-    def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--appointments", type=int, default=None, help="appointments per mailbox (default 200)")
+def cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s/s":
+        return f"{value:.3f}"
+    return f"{value:,.1f}" if unit else f"{value:,.0f}"
 
-    args = parse_arguments(__doc__, "initial_sync", "50 x 50 appointments (CI)", (50, 1000), ceiling_worker, options)
-    if args is None:
-        return
-    count = args.mailboxes
-    appointments = args.appointments or (50 if args.quick else 200)
-    output = output_path(args, "initial_sync")
-    mailboxes = [f"user{i}@example.com" for i in range(1, count + 1)]
 
-    console.print(f"[bold]initial sync[/bold]: {count:,} mailboxes x {appointments} appointments, {args.database}")
-    emu = Emulator(accounts={USER: PASSWORD}, mailboxes=mailboxes)
-    t0 = time.monotonic()
-    content = fill(emu, mailboxes, appointments)
-    content["fill_seconds"] = round(time.monotonic() - t0, 1)
-    console.print(
-        f"emulator filled in {content['fill_seconds']} s: {content['items']:,} items, {content['series']:,} "
-        f"recurring series ({content['series_with_exceptions']:,} with moved or deleted occurrences)"
-    )
-    emu.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="calsync-bench-") as tmp:
-            ceiling = run_ceiling(emu, mailboxes, tmp)
-            console.print(f"ceiling: {ceiling['items']:,} items in {ceiling['seconds']:.1f} s")
-            calsync = run_calsync(emu, mailboxes, args.database, tmp, args.profile)
-            console.print(f"calsync: {calsync['landed']:,} appointments landed in {calsync['seconds']:.1f} s")
-    finally:
-        emu.stop()
+def print_table(title: str, columns: tuple[str, str, str], rows: list[Row]) -> None:
+    table = Table(title=title)
+    for column in ("measure", *columns):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for r in rows:
+        table.add_row(
+            r.what, cell(r.calsync, r.unit), cell(r.ceiling, r.unit), "-" if r.ratio is None else f"{r.ratio:.2f}"
+        )
+    console.print(table)
 
-    items = content["items"]
+
+def verdict(value: float) -> str:
+    return "[green]met[/green]" if value >= 0.8 else "[red]missed[/red]"
+
+
+def work_cpu(side: dict[str, Any]) -> float:
+    """CPU seconds of a reading process after its start-up."""
+    return float(side["cpu_seconds"] - side["start_cpu_seconds"])
+
+
+def net_cpu(calsync: dict[str, Any]) -> float:
+    """calsync's CPU seconds after its start-up less what it would have used idle over the same time (its
+    scheduler, jobs and listener, measured right after): the part the initial sync cost. The idle rate can be
+    read only after the sync, so this is computed from two measured figures."""
+    busy = calsync["seconds"] - calsync["listening_after_seconds"]
+    return work_cpu(calsync) - calsync["idle_cpu_per_second"] * busy
+
+
+def ews_figures(items: int, ceiling: dict[str, Any], calsync: dict[str, Any]) -> dict[str, Any]:
+    """EWS: calsync beside exchangelib reading the same items (the figures of record, their keys unchanged)."""
     if ceiling["items"] != items:
         raise RuntimeError(f"the ceiling read {ceiling['items']} items, the emulator holds {items}")
     c_req, x_req = calsync["requests"], ceiling["requests"]
-    work_cpu = [side["cpu_seconds"] - side["start_cpu_seconds"] for side in (calsync, ceiling)]
+    cpu = [work_cpu(side) for side in (calsync, ceiling)]
     reads = ("SyncFolderItems", "GetItem")
     rows = [
         Row("seconds, process start to all mailboxes done", calsync["seconds"], ceiling["seconds"], "s"),
@@ -397,8 +483,11 @@ def main() -> None:
         Row("appointments landed per second (in the store)", calsync["landed"] / calsync["seconds"], None, "/s"),
         Row("SyncFolderItems + GetItem requests", sum(c_req.get(k, 0) for k in reads), sum(x_req.values()), ""),
         Row("Subscribe requests", c_req.get("Subscribe", 0), None, ""),
-        Row("CPU seconds of the reading process after its start-up", *work_cpu, "s"),
-        Row("items read per CPU second of that process", items / work_cpu[0], items / work_cpu[1], "/s"),
+        Row("CPU seconds of the reading process after its start-up", cpu[0], cpu[1], "s"),
+        Row("items read per CPU second of that process", items / cpu[0], items / cpu[1], "/s"),
+        Row("appointments landed per CPU second of that process", calsync["landed"] / cpu[0], None, "/s"),
+        Row("calsync's idle CPU, seconds per second (measured after)", calsync["idle_cpu_per_second"], None, "s/s"),
+        Row("items read per CPU second, calsync's idle CPU subtracted", items / net_cpu(calsync), items / cpu[1], "/s"),
         Row(
             "emulator's CPU seconds (this process)",
             calsync["emulator_cpu_seconds"],
@@ -406,38 +495,200 @@ def main() -> None:
             "s",
         ),
     ]
-    table = Table(title=f"Initial sync, {count:,} mailboxes x {appointments} ({items:,} items), {args.database}")
-    for column in ("measure", "calsync", "ceiling (exchangelib, no storage)", "calsync / ceiling"):
-        table.add_column(column, justify="left" if column == "measure" else "right")
-    for r in rows:
-        table.add_row(
-            r.what,
-            f"{r.calsync:,.1f}" if r.unit else f"{r.calsync:,.0f}",
-            "-" if r.ceiling is None else (f"{r.ceiling:,.1f}" if r.unit else f"{r.ceiling:,.0f}"),
-            "-" if r.ratio is None else f"{r.ratio:.2f}",
-        )
-    console.print(table)
     ratio = ceiling["seconds"] / calsync["seconds"]
-    cpu_ratio = work_cpu[1] / work_cpu[0]
+    cpu_ratio = cpu[1] / cpu[0]
+    return {
+        "ratio_to_ceiling": ratio,
+        "cpu_ratio_to_ceiling": cpu_ratio,
+        "table": [{**asdict(r), "ratio": r.ratio} for r in rows],
+        "rows": rows,
+    }
 
-    def verdict(value: float) -> str:
-        return "[green]met[/green]" if value >= 0.8 else "[red]missed[/red]"
+
+def graph_figures(ceiling: dict[str, Any], calsync: dict[str, Any]) -> dict[str, Any]:
+    """Graph: calsync beside GraphSource reading the same mailboxes, storing nothing. Items read = the events the
+    source returns (single events and whole series in the delta window: Graph lists nothing outside it, so fewer
+    than the emulator holds), counted by the ceiling; calsync reads the same through the same code."""
+    items = ceiling["items"]
+    c_req, x_req = calsync["requests"], ceiling["requests"]
+    subscriptions = c_req["graph_http_calls"].get("subscriptions", 0)
+    cpu = [work_cpu(side) for side in (calsync, ceiling)]
+    rows = [
+        Row("seconds, process start to all mailboxes done", calsync["seconds"], ceiling["seconds"], "s"),
+        Row("items read per second", items / calsync["seconds"], items / ceiling["seconds"], "/s"),
+        Row("appointments landed per second (in the store)", calsync["landed"] / calsync["seconds"], None, "/s"),
+        Row("Graph requests, reads (each in a $batch counted)", c_req["graph"] - subscriptions, x_req["graph"], ""),
+        Row(
+            "HTTP calls, reads (delta + $batch)",
+            c_req["graph_http_total"] - subscriptions,
+            x_req["graph_http_total"],
+            "",
+        ),
+        Row("subscriptions created (POST /subscriptions)", subscriptions, None, ""),
+        Row("tokens issued", c_req["graph_tokens_issued"], x_req["graph_tokens_issued"], ""),
+        Row("CPU seconds of the reading process after its start-up", cpu[0], cpu[1], "s"),
+        Row("items read per CPU second of that process", items / cpu[0], items / cpu[1], "/s"),
+        Row("appointments landed per CPU second of that process", calsync["landed"] / cpu[0], None, "/s"),
+        Row("calsync's idle CPU, seconds per second (measured after)", calsync["idle_cpu_per_second"], None, "s/s"),
+        Row("items read per CPU second, calsync's idle CPU subtracted", items / net_cpu(calsync), items / cpu[1], "/s"),
+        Row(
+            "emulator's CPU seconds (this process)",
+            calsync["emulator_cpu_seconds"],
+            ceiling["emulator_cpu_seconds"],
+            "s",
+        ),
+    ]
+    return {
+        "items_read": items,
+        "ratio_to_ceiling": ceiling["seconds"] / calsync["seconds"],
+        "cpu_ratio_to_ceiling": cpu[1] / cpu[0],
+        "table": [{**asdict(r), "ratio": r.ratio} for r in rows],
+        "rows": rows,
+    }
+
+
+def compare(ews: dict[str, Any], graph: dict[str, Any], items: int) -> dict[str, Any]:
+    """Graph beside EWS, same run, same emulator: per CPU second of calsync (and of each ceiling)."""
+
+    def per_cpu(side: dict[str, Any], what: float) -> float:
+        return what / work_cpu(side)
+
+    e, g = ews["calsync"], graph["calsync"]
+    figures = {
+        "calsync_landed_per_cpu_second": [per_cpu(e, e["landed"]), per_cpu(g, g["landed"])],
+        "calsync_items_read_per_cpu_second": [per_cpu(e, items), per_cpu(g, graph["items_read"])],
+        "calsync_landed_per_net_cpu_second": [e["landed"] / net_cpu(e), g["landed"] / net_cpu(g)],
+        "ceiling_items_read_per_cpu_second": [
+            per_cpu(ews["ceiling"], items),
+            per_cpu(graph["ceiling"], graph["items_read"]),
+        ],
+        "calsync_seconds": [e["seconds"], g["seconds"]],
+        "landed": [e["landed"], g["landed"]],
+        "emulator_cpu_seconds": [e["emulator_cpu_seconds"], g["emulator_cpu_seconds"]],
+    }
+    return {
+        k: {"ews": v[0], "graph": v[1], "graph_over_ews": v[1] / v[0] if v[0] else None} for k, v in figures.items()
+    }
+
+
+def main() -> None:
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--appointments", type=int, default=None, help="appointments per mailbox (default 200)")
+        parser.add_argument("--sources", default=",".join(SOURCES), help="ews, graph or both (default), in that order")
+
+    args = parse_arguments(__doc__, "initial_sync", "50 x 50 appointments (CI)", (50, 1000), ceiling_worker, options)
+    if args is None:
+        return
+    count = args.mailboxes
+    appointments = args.appointments or (50 if args.quick else 200)
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if not sources or any(s not in SOURCES for s in sources):
+        raise SystemExit(f"--sources: a comma-separated list of {', '.join(SOURCES)}")
+    sources = [s for s in SOURCES if s in sources]
+    output = output_path(args, "initial_sync")
+    mailboxes = [f"user{i}@example.com" for i in range(1, count + 1)]
 
     console.print(
-        f"calsync reads at {cpu_ratio:.2f}x the ceiling's items per CPU second of the reading process (aim 0.80: "
-        f"{verdict(cpu_ratio)}) and at {ratio:.2f}x its items per second of wall time ({verdict(ratio)}). The two "
-        "runs take turns, so the wall-time ratio also measures how the machine's other load changed between them "
-        f"(load average, 1 min, at start and end: ceiling {ceiling['load_average']}, calsync "
-        f"{calsync['load_average']}, {os.cpu_count()} cores); CPU seconds do not depend on it. First pass "
-        f"{calsync['first_pass_after_seconds']:.1f} s after start; Subscribes from "
-        f"{calsync['subscribed_between_seconds'][0]:.1f} s to {calsync['subscribed_between_seconds'][1]:.1f} s; "
-        f"{items - calsync['landed']:,} items not stored (wholly before the past window)."
+        f"[bold]initial sync[/bold]: {count:,} mailboxes x {appointments} appointments, {args.database}, "
+        f"through {' then '.join(LABEL[s] for s in sources)}"
     )
+    emu = BenchEmulator(USER, PASSWORD, mailboxes)
+    t0 = time.monotonic()
+    content: dict[str, Any] = dict(fill(emu, mailboxes, appointments))
+    content["fill_seconds"] = round(time.monotonic() - t0, 1)
+    console.print(
+        f"emulator filled in {content['fill_seconds']} s: {content['items']:,} items, {content['series']:,} "
+        f"recurring series ({content['series_with_exceptions']:,} with moved or deleted occurrences)"
+    )
+    runs: dict[str, dict[str, Any]] = {}
+    emu.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="calsync-bench-") as top:
+            for source in sources:
+                console.rule(LABEL[source])
+                tmp = str(Path(top) / source)  # a fresh database for each source
+                Path(tmp).mkdir()
+                profile = args.profile
+                if profile and len(sources) > 1 and source != "ews":
+                    profile = f"{profile}.{source}"
+                ceiling = run_ceiling(emu, mailboxes, tmp, source)
+                console.print(f"ceiling ({LABEL[source]}): {ceiling['items']:,} items in {ceiling['seconds']:.1f} s")
+                calsync = run_calsync(emu, mailboxes, args.database, tmp, profile, source)
+                console.print(
+                    f"calsync ({LABEL[source]}): {calsync['landed']:,} appointments landed in "
+                    f"{calsync['seconds']:.1f} s"
+                )
+                end_subscriptions(emu)  # calsync has stopped; nothing else runs meanwhile
+                runs[source] = {"ceiling": ceiling, "calsync": calsync}
+    finally:
+        emu.stop()
+
+    items = content["items"]
     size = {"mailboxes": count, "appointments_each": appointments, "database": args.database}
-    size |= {"threads": THREADS, "batch_size": BATCH}
-    figures = {"ratio_to_ceiling": ratio, "cpu_ratio_to_ceiling": cpu_ratio}
-    figures["table"] = [{**asdict(r), "ratio": r.ratio} for r in rows]
-    write_results(output, args.quick, console, **size, **figures, emulator=content, ceiling=ceiling, calsync=calsync)
+    size |= {"threads": THREADS, "batch_size": BATCH, "sources": sources}
+    fields: dict[str, Any] = {"emulator": content}
+    title = f"{count:,} mailboxes x {appointments} ({items:,} items), {args.database}"
+    if "ews" in runs:
+        ews = runs["ews"]
+        figures = ews_figures(items, ews["ceiling"], ews["calsync"])
+        print_table(
+            f"Initial sync through EWS, {title}",
+            ("calsync", "ceiling (exchangelib, no storage)", "calsync / ceiling"),
+            figures.pop("rows"),
+        )
+        ratio, cpu_ratio = figures["ratio_to_ceiling"], figures["cpu_ratio_to_ceiling"]
+        calsync, ceiling = ews["calsync"], ews["ceiling"]
+        console.print(
+            f"EWS: calsync reads at {cpu_ratio:.2f}x the ceiling's items per CPU second of the reading process (aim "
+            f"0.80: {verdict(cpu_ratio)}) and at {ratio:.2f}x its items per second of wall time ({verdict(ratio)}). "
+            "The two runs take turns, so the wall-time ratio also measures how the machine's other load changed "
+            f"between them (load average, 1 min, at start and end: ceiling {ceiling['load_average']}, calsync "
+            f"{calsync['load_average']}, {os.cpu_count()} cores); CPU seconds do not depend on it. First pass "
+            f"{calsync['first_pass_after_seconds']:.1f} s after start; Subscribes from "
+            f"{calsync['subscribed_between_seconds'][0]:.1f} s to {calsync['subscribed_between_seconds'][1]:.1f} s; "
+            f"{items - calsync['landed']:,} items not stored (wholly before the past window)."
+        )
+        fields |= figures | {"ceiling": ceiling, "calsync": calsync}  # the keys the EWS figures always had
+    if "graph" in runs:
+        graph = runs["graph"]
+        figures = graph_figures(graph["ceiling"], graph["calsync"])
+        print_table(
+            f"Initial sync through Graph, {title}",
+            ("calsync", "ceiling (GraphSource, no storage)", "calsync / ceiling"),
+            figures.pop("rows"),
+        )
+        calsync = graph["calsync"]
+        ratio, cpu_ratio = figures["ratio_to_ceiling"], figures["cpu_ratio_to_ceiling"]
+        console.print(
+            f"Graph: calsync reads at {cpu_ratio:.2f}x the ceiling's items per CPU second ({verdict(cpu_ratio)}) and "
+            f"at {ratio:.2f}x its items per second of wall time; {figures['items_read']:,} items read (single events "
+            f"and series in the delta window), {calsync['landed']:,} landed; load average: ceiling "
+            f"{graph['ceiling']['load_average']}, calsync {calsync['load_average']}. First pass "
+            f"{calsync['first_pass_after_seconds']:.1f} s after start; subscriptions from "
+            f"{calsync['subscribed_between_seconds'][0]:.1f} s to {calsync['subscribed_between_seconds'][1]:.1f} s."
+        )
+        fields["graph"] = figures | graph
+    if len(runs) == 2:
+        both = compare(runs["ews"], fields["graph"], items)
+        fields["graph_vs_ews"] = both
+        table = Table(title=f"Graph beside EWS, same run, {title}")
+        for column in ("measure", "EWS", "Graph", "Graph / EWS"):
+            table.add_column(column, justify="left" if column == "measure" else "right")
+        names = {
+            "calsync_landed_per_cpu_second": "calsync: appointments landed per CPU second",
+            "calsync_items_read_per_cpu_second": "calsync: items read per CPU second (each source's own items)",
+            "calsync_landed_per_net_cpu_second": "calsync: appointments landed per CPU second, idle CPU subtracted",
+            "ceiling_items_read_per_cpu_second": "ceiling: items read per CPU second, no storage",
+            "calsync_seconds": "calsync: seconds, start to all mailboxes done",
+            "landed": "appointments landed",
+            "emulator_cpu_seconds": "emulator's CPU seconds during calsync's turn",
+        }
+        for key, name in names.items():
+            f = both[key]
+            r = f["graph_over_ews"]
+            table.add_row(name, f"{f['ews']:,.1f}", f"{f['graph']:,.1f}", "-" if r is None else f"{r:.2f}")
+        console.print(table)
+    write_results(output, args.quick, console, **size, **fields)
 
 
 if __name__ == "__main__":

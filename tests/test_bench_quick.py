@@ -1,9 +1,10 @@
-"""CI smoke of the benchmarks (bench/): the scale-out and memory benchmarks run end to end at tiny sizes and
-write result files of the expected shape that the `python -m bench` summary can read.
+"""CI smoke of the benchmarks (bench/): the scale-out and memory benchmarks, and the latency and initial sync
+benchmarks through both sources (EWS and Graph), run end to end at tiny sizes and write result files of the
+expected shape that the `python -m bench` summary can read.
 
 This checks that the benchmarks still work against the current code (processes start, work gets done, figures
-get written); it judges no figure: tiny sizes on a shared CI machine say nothing about performance. It needs
-the local PostgreSQL the benchmarks use (bench.listener.POSTGRES) and takes about a minute or two.
+get written); it judges no figure: tiny sizes on a shared CI machine say nothing about performance. The first test
+needs the local PostgreSQL the benchmarks use (bench.listener.POSTGRES); the two take about two or three minutes.
 """
 
 from __future__ import annotations
@@ -90,3 +91,48 @@ def test_smoke_quick_scale_out_and_memory_benchmarks_write_sane_results(tmp_path
     console.print(summary([b for b in BENCHMARKS if b.name in ("scale_out", "memory")], {}, tmp_path))
     text = console.export_text()
     assert "no summary" not in text and "passes/s" in text and "peak RSS" in text, text
+
+
+@pytest.mark.timeout(300)
+def test_smoke_quick_latency_and_initial_sync_through_ews_and_graph(tmp_path: Path) -> None:
+    """Smoke, not a performance check: bench.latency (20 mailboxes, 3 s of changes) and bench.initial_sync (10 x 10)
+    through EWS then Graph on SQLite; each source's figures are where the summary, the plot and the docs read them
+    (EWS under the keys it always had, Graph under ``graph``), every change was seen stored, and the requests were
+    counted (2 EWS requests and 1 Graph request per single-item change)."""
+    latency, initial = tmp_path / "latency.json", tmp_path / "initial_sync.json"
+    run_bench(
+        "bench.latency", "--quick", "--mailboxes", "20", "--seconds", "3", "--floor-samples", "5",
+        "--idle-seconds", "1", "--output", str(latency), timeout=150,
+    )  # fmt: skip
+    run_bench(
+        "bench.initial_sync", "--quick", "--mailboxes", "10", "--appointments", "10", "--output", str(initial),
+        timeout=150,
+    )  # fmt: skip
+
+    d = json.loads(latency.read_text())
+    assert d["quick"] is True and d["sources"] == ["ews", "graph"] and d["mailboxes"] == 20
+    for name, part in (("ews", d), ("graph", d["graph"])):
+        assert part["missing"] == 0 and len(part["changes"]) == 15, name
+        assert [r["what"] for r in part["latency"]][:3] == ["change -> committed in calendar", "  creates", "  updates"]
+        assert part["latency"][-1]["what"].startswith("floor") and len(part["floor_s"]) == 5, name
+        assert part["requests"]["calsync_cpu_seconds"] > 0, name
+    assert d["requests"]["per_change"]["ews"] == 2.0 and d["floor_requests"] == [2] * 5
+    assert d["graph"]["requests"]["per_change"]["graph"] == 1.0 and d["graph"]["floor_requests"] == [1] * 5
+    assert d["graph"]["requests"]["graph_http_calls"] == {"delta": 15}
+    assert set(d["graph_vs_ews"]) >= {"p50_ms", "p99_ms", "requests_per_change"}
+
+    i = json.loads(initial.read_text())
+    assert i["quick"] is True and i["sources"] == ["ews", "graph"] and i["emulator"]["items"] == 100
+    assert i["ceiling"]["items"] == 100 and i["calsync"]["landed"] > 0
+    assert i["graph"]["calsync"]["landed"] == i["graph"]["items_read"] == i["graph"]["ceiling"]["items"] > 0
+    assert i["graph"]["calsync"]["requests"]["graph_http_calls"]["subscriptions"] == 10
+    assert i["graph_vs_ews"]["calsync_landed_per_cpu_second"]["graph"] > 0
+
+    from rich.console import Console
+
+    from bench.__main__ import BENCHMARKS, summary
+
+    console = Console(record=True, width=250)
+    console.print(summary([b for b in BENCHMARKS if b.name in ("latency", "initial_sync")], {}, tmp_path))
+    text = console.export_text()
+    assert "no summary" not in text and "Graph p50" in text and "Graph: items read per CPU s" in text, text
