@@ -306,7 +306,17 @@ def calsync_serve(
             settings |= graph_settings(emu)
         prepare(url, settings, mailboxes, tmp, source=source)
         engine = create_engine(url)
-        command = [sys.executable, "-m", "calsync", "serve", "--port", str(port), "--threads", str(THREADS)]
+        command = [
+            sys.executable,
+            "-m",
+            "calsync",
+            "serve",
+            "--create-database",
+            "--port",
+            str(port),
+            "--threads",
+            str(THREADS),
+        ]
         spawned = datetime.now(UTC)
         try:
             with server(command, clean_env(**settings), tmp, port) as proc, profiled(proc.pid, profile):

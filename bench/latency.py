@@ -305,7 +305,7 @@ def measure(source: str, mailboxes: list[str], args: argparse.Namespace, seconds
                 prepare(url, settings, mailboxes, tmp, source=source)
                 setup["operators_seconds"] = time.monotonic() - t0
                 engine = create_engine(url)
-                command = [sys.executable, "-m", "calsync", "serve", "--port", str(port)]
+                command = [sys.executable, "-m", "calsync", "serve", "--create-database", "--port", str(port)]
                 env = clean_env(**settings)
                 t0 = time.monotonic()
                 before = snapshot(emu)

@@ -445,7 +445,7 @@ def main() -> None:
             with contextmanager_or_sqlite(schema, tmp) as url:
                 prepare_database(url, tmp)
                 port = free_port()
-                cmd = [sys.executable, "-m", "calsync", "serve", "--no-jobs", "--port", str(port)]
+                cmd = [sys.executable, "-m", "calsync", "serve", "--create-database", "--no-jobs", "--port", str(port)]
                 results += measure(name, cmd, clean_env(**calsync_settings(url, port)), tmp, port, args)
                 stored[name] = stored_count(url)
 

@@ -245,12 +245,12 @@ def calsync_processes(
     if role == "serve":
         if trace is not None:
             calsync = [sys.executable, "-m", "bench.memory", "--traced", str(trace), str(frames)]
-        with server([*calsync, "serve", "--port", str(port)], env, tmp, port) as proc:
+        with server([*calsync, "serve", "--create-database", "--port", str(port)], env, tmp, port) as proc:
             yield {"calsync serve": proc.pid}
         return
     with (
-        server([*calsync, "serve", "--no-jobs", "--port", str(port)], env, tmp, port) as listener,
-        processes([[*calsync, "worker"]], env, tmp) as (worker,),
+        server([*calsync, "serve", "--create-database", "--no-jobs", "--port", str(port)], env, tmp, port) as listener,
+        processes([[*calsync, "worker", "--create-database"]], env, tmp) as (worker,),
     ):
         yield {"calsync worker": worker.pid, "calsync serve --no-jobs": listener.pid}
 

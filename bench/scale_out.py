@@ -329,7 +329,7 @@ def paused_setup(mailboxes: list[str], appointments: int) -> Iterator[tuple[Emul
 
 def run_count(workers: int, args: argparse.Namespace, mailboxes: list[str]) -> list[Phase]:
     """Both phases with ``workers`` worker processes, on a fresh emulator and schema."""
-    command = [sys.executable, "-m", "calsync", "worker", "--threads", str(args.threads)]
+    command = [sys.executable, "-m", "calsync", "worker", "--create-database", "--threads", str(args.threads)]
     with (
         paused_setup(mailboxes, args.appointments) as (emu, url, env, tmp),
         processes([command] * workers, env, tmp) as procs,

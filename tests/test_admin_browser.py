@@ -98,7 +98,17 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CALSYNC_")}
         env.update({f"CALSYNC_{k.upper()}": v for k, v in settings.items()})
         self.log = workdir / "serve.log"
-        command = [sys.executable, "-m", "calsync", "serve", "--port", str(self.port), "--threads", "2"]
+        command = [
+            sys.executable,
+            "-m",
+            "calsync",
+            "serve",
+            "--create-database",
+            "--port",
+            str(self.port),
+            "--threads",
+            "2",
+        ]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(command, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
         self.api = httpx.Client(

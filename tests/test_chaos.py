@@ -145,7 +145,16 @@ class Fleet:
 
     def start_listener(self) -> None:
         self.listener = self._spawn(
-            "listener", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--threads", "1", "--no-jobs"
+            "listener",
+            "serve",
+            "--create-database",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--threads",
+            "1",
+            "--no-jobs",
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -164,7 +173,7 @@ class Fleet:
         self.start_listener()
 
     def start_worker(self) -> None:
-        self.workers.append(self._spawn("worker", "worker", "--threads", "2"))
+        self.workers.append(self._spawn("worker", "worker", "--create-database", "--threads", "2"))
 
     def kill_worker(self, rng: random.Random) -> None:
         victim = rng.choice(self.workers)

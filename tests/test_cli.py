@@ -265,6 +265,12 @@ def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """``serve`` without serving: uvicorn.run records its arguments and returns."""
     runs: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append({"app": app, **kwargs}))
+
+    def bound(app: Any, sock: Any) -> None:  # serve binds its socket first, then hands it to uvicorn
+        host, port = sock.getsockname()[:2]
+        runs.append({"app": app, "host": host, "port": port})
+
+    monkeypatch.setattr(cli, "_run_server", bound)
     monkeypatch.setattr(cli, "_logging", lambda level: None)  # keep pytest's log handlers
     return runs
 
@@ -357,7 +363,7 @@ def test_operators_add_list_enable_disable_remove(db: Database) -> None:
     assert "sync off for bob@example.com" in ok("operators", "disable", "bob@example.com")
     assert operator_rows(db) == [("ann@example.com", "Ann Smith", True), ("bob@example.com", None, False)]
 
-    assert "removed ann@example.com" in ok("operators", "remove", "ann@example.com")
+    assert "removed ann@example.com" in ok("operators", "remove", "ann@example.com", "--yes")
     assert operator_rows(db) == [("bob@example.com", None, False)]
     assert not has_row(ok("operators", "list"), "ann@example.com")
 
@@ -469,7 +475,7 @@ def test_jobs_bad_input_exits_2_with_the_allowed_values_and_changes_nothing(db: 
     for seconds in ("0", "100000", "86401"):
         text = fails("jobs", "set-interval", "ProcessPushNotifications", seconds)
         assert f"interval {seconds} s is out of range; allowed: 1..86400 seconds" in text
-    assert "Invalid value for 'seconds'" in fails("jobs", "set-interval", "ProcessPushNotifications", "often")
+    assert "Invalid value for 'SECONDS'" in fails("jobs", "set-interval", "ProcessPushNotifications", "often")
     assert job_rows(db) == before
 
 

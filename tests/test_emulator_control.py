@@ -52,6 +52,19 @@ def test_command_line_setup_and_exchangelib_access(process):
     assert ann.calendar.total_count == 0
 
 
+def test_the_control_api_link_the_banner_prints_answers_with_an_index(process):
+    # The start-up banner says "control API at http://HOST:PORT/emulator/": that link is an index, not a 404.
+    response = httpx.get(process.base_url + "/emulator/", timeout=10)
+    assert response.status_code == 200
+    index = response.json()
+    assert index["ews"] == "/EWS/Exchange.asmx" and index["mailboxes"] == 2
+    routes = {route["path"]: route["methods"] for route in index["control_api"]}
+    assert routes["/emulator/health"] == ["GET"]
+    for path, methods in routes.items():  # every listed route without parameters answers GET when it lists GET
+        if "{" not in path and "GET" in methods:
+            assert httpx.get(process.base_url + path, timeout=10).status_code == 200, path
+
+
 def test_control_api_acts_as_outlook_and_reports_the_truth(process):
     created = process.control(
         "POST",

@@ -26,7 +26,7 @@ from calsync.api import health
 from calsync.listener.protocol import MAX_BODY_BYTES
 from calsync.metrics import Metrics
 from calsync.settings import listener_callback_url
-from calsync.store import operators, subscriptions
+from calsync.store import operators, subscriptions, work
 from calsync.store.db import Database
 
 from .conftest import SERVICE_PASSWORD, start_emulator
@@ -245,6 +245,15 @@ def test_a_failure_is_counted_by_its_catalogue_code(harness: Harness, json_logs:
     assert failed and failed[0]["operator"] == nobody and failed[0]["code"] == "mailbox_not_found"
     opened = [r for r in lines if r["message"] == "incident opened"]
     assert opened and opened[0]["operator"] == nobody and opened[0]["mailbox"] == NOBODY
+    # The mailbox cannot sync until a person acts: it has its own gauge, and it does not grow the lag (which
+    # would otherwise trip the lag alert the user guide suggests, hours after the incident e-mail).
+    assert value(samples, "calsync_operators_failing_permanently") == 1
+    with harness.runtime.db.transaction() as session:
+        work.mark_dirty(session, nobody, now=utcnow() - dt.timedelta(hours=2))
+    samples = scrape(harness.base)
+    assert sum(value(samples, "calsync_dirty_mailboxes", state=s) for s in ("waiting", "running", "retrying")) == 1
+    assert value(samples, "calsync_sync_lag_seconds") == 0
+    assert value(samples, "calsync_operators_failing_permanently") == 1
 
 
 # --- health -------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from calsync.calendar.model import Appointment, Attendee, OccurrenceOverride, Recurrence
 from calsync.store import calendar, inbox, jobs, operators, status, subscriptions, syncstate, work
-from calsync.store.db import Database, alembic_config
+from calsync.store.db import HEAD_REVISION, Database, DatabaseUnavailable, alembic_config
 from calsync.store.inbox import InboxEvent
 from calsync.store.jobs import JobError
 from calsync.store.operators import OperatorError
@@ -130,6 +131,34 @@ def test_upgrade_creates_the_schema_at_head(database_url: str) -> None:
         assert head is not None
         assert db.current_revision() == head
         assert set(inspect(db.engine).get_table_names()) >= TABLES
+    finally:
+        db.dispose()
+
+
+def test_the_head_revision_needs_no_alembic_and_is_alembics_head(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+        assert db.schema_revision() is None
+        db.ensure_schema()
+        assert db.schema_revision() == db.current_revision() == HEAD_REVISION
+    finally:
+        db.dispose()
+
+
+def test_a_missing_sqlite_file_is_refused_unless_asked_to_create_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/no/such/dir/calsync.sqlite3"
+    with pytest.raises(
+        DatabaseUnavailable, match=r"no calsync database at .*/no/such/dir/calsync.sqlite3.*calsync init"
+    ):
+        Database(url, create=False)
+    assert not (tmp_path / "no").exists()  # nothing was made
+    db = Database(url, create=True)
+    try:
+        db.ensure_schema()
+        made = tmp_path / "no" / "such" / "dir" / "calsync.sqlite3"
+        assert made.stat().st_mode & 0o777 == 0o600  # its owner's alone, like the settings file
+        assert Database(url, create=False).schema_revision() == HEAD_REVISION
     finally:
         db.dispose()
 

@@ -227,8 +227,15 @@ class DatabaseCollector(Collector):
         yield dirty
         yield _gauge(
             "calsync_sync_lag_seconds",
-            "How long the longest-waiting dirty mailbox has waited for its pass (0 when none waits).",
+            "How long the longest-waiting dirty mailbox has waited for its pass (0 when none waits); mailboxes "
+            "failing for a permanent reason are left out (calsync_operators_failing_permanently counts them).",
             None if snap is None else snap.oldest_dirty_seconds,
+        )
+        yield _gauge(
+            "calsync_operators_failing_permanently",
+            "Enabled operators whose sync failed for a permanent reason (an open incident such as "
+            "mailbox_not_found): they wait for an administrator, not for a retry.",
+            None if snap is None else snap.failing_permanently,
         )
         yield _gauge(
             "calsync_notifications_pending",

@@ -33,6 +33,7 @@ from calsync.alerts.tracker import FailureTracker
 from calsync.api import health
 from calsync.api.app import build as build_api
 from calsync.api.context import AdminContext
+from calsync.jobs.intervals import job_intervals
 from calsync.jobs.manage_subscriptions import manage
 from calsync.jobs.process_notifications import NotificationProcessor, ProcessorSettings
 from calsync.jobs.scheduler import Scheduler
@@ -56,17 +57,6 @@ from calsync.store import overrides as override_store
 from calsync.store.db import Database
 
 log = logging.getLogger("calsync")
-
-RECONCILIATION_CHECK_SECONDS = 900  # how often Reconciliation looks for mailboxes without a recent pass
-
-
-def job_intervals(settings: Settings) -> dict[str, int]:
-    """The jobs' initial intervals (afterwards the database holds them, changeable at run time)."""
-    return {
-        job_store.PROCESS_NOTIFICATIONS: settings.process_notifications_interval_seconds,
-        job_store.MANAGE_SUBSCRIPTIONS: settings.manage_subscriptions_interval_seconds,
-        job_store.RECONCILIATION: RECONCILIATION_CHECK_SECONDS,
-    }
 
 
 def make_sources(settings: Settings) -> Sources:
@@ -202,8 +192,8 @@ class Runtime:
     # --- setup ---------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Upgrade the schema and create the job rows with the configured intervals."""
-        self.db.upgrade()
+        """Upgrade the schema (when it is behind) and create the job rows with the configured intervals."""
+        self.db.ensure_schema()
         with self.db.transaction() as session:
             job_store.ensure(session, job_intervals(self.settings))
 

@@ -3,7 +3,7 @@ emulator up, act as Outlook users, read the ground truth, inject faults and stee
 
 Routes (all JSON; errors are ``{"error": "..."}`` with a 4xx status):
 
-- ``GET /emulator/health``; ``GET /emulator/stats`` (request counters)
+- ``GET /emulator/`` (an index of these routes); ``GET /emulator/health``; ``GET /emulator/stats`` (request counters)
 - ``GET /emulator/mailboxes``; ``POST /emulator/mailboxes`` ``{"address", "display_name"?, "populate"?, "seed"?}``
 - ``POST /emulator/accounts`` ``{"username", "password", "impersonation"?}``
 - ``GET|POST /emulator/mailboxes/{address}/items``: list items; create an appointment (see outlook.py)
@@ -229,9 +229,21 @@ def routes(exchange: Exchange, push: PushDelivery, *also_woken: Notifier[Any]) -
     async def stats(request: Request) -> Any:
         return dict(exchange.stats)
 
+    async def index(request: Request) -> Any:
+        # What the start-up banner links to: where everything is, so the link is never a 404.
+        listed = [{"path": r.path, "methods": sorted(r.methods - {"HEAD"}) if r.methods else ["GET"]} for r in table]
+        return {
+            "emulator": "calsync's Exchange emulator",
+            "ews": "/EWS/Exchange.asmx",
+            "version": exchange.version.name,
+            "mailboxes": len(exchange.mailboxes),
+            "control_api": listed,
+            "docs": "docs/emulator.md (Control API)",
+        }
+
     p = "/emulator"
     item = p + "/mailboxes/{address}/items/{item_id}"
-    return [
+    table = [
         Route(p + "/health", guard(health)),
         Route(p + "/mailboxes", guard(list_mailboxes), methods=["GET"]),
         Route(p + "/mailboxes", guard(add_mailbox), methods=["POST"]),
@@ -260,3 +272,4 @@ def routes(exchange: Exchange, push: PushDelivery, *also_woken: Notifier[Any]) -
         Route(p + "/push-log", guard(push_log)),
         Route(p + "/stats", guard(stats)),
     ]
+    return [Route(p + "/", guard(index), methods=["GET"]), *table]

@@ -1,1 +1,2 @@
-"""The two jobs (ProcessPushNotifications, ManagePushSubscriptions) and the scheduler that runs them."""
+"""The three jobs (ProcessPushNotifications, ManagePushSubscriptions, Reconciliation), their intervals and the
+scheduler that runs them."""

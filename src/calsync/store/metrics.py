@@ -28,7 +28,8 @@ class Snapshot:
     operators_enabled: int
     subscriptions: dict[str, int] = field(default_factory=dict)  # by SUBSCRIPTION_STATES
     dirty_mailboxes: dict[str, int] = field(default_factory=dict)  # by DIRTY_STATES
-    oldest_dirty_seconds: float = 0.0  # how long the longest-waiting dirty mailbox has waited; 0 when none
+    oldest_dirty_seconds: float = 0.0  # how long the longest-waiting mailbox that can sync has waited; 0: none
+    failing_permanently: int = 0  # enabled operators with an open permanent incident (they wait for a person)
     notifications_pending: int = 0
     incidents_open: int = 0
 
@@ -54,10 +55,19 @@ def snapshot(session: Session, now: datetime | None = None) -> Snapshot:
     ):
         operators_enabled += 1
         subs[subscription_state(last_heard_at, status_frequency, now)] += 1
+    # A mailbox that failed for a permanent reason (no such mailbox, access denied) cannot sync until a person acts:
+    # it is counted apart and left out of the lag, which describes the mailboxes that can sync.
+    stuck = set(
+        session.scalars(
+            select(IncidentRow.operator_id)
+            .join(Operator, Operator.id == IncidentRow.operator_id)
+            .where(enabled, IncidentRow.kind == "permanent", IncidentRow.resolved_at.is_(None))
+        )
+    )
     dirty = dict.fromkeys(DIRTY_STATES, 0)
     oldest: datetime | None = None
-    for lease_until, not_before, dirty_since in session.execute(
-        select(MailboxWork.lease_until, MailboxWork.not_before, MailboxWork.dirty_since)
+    for operator_id, lease_until, not_before, dirty_since in session.execute(
+        select(MailboxWork.operator_id, MailboxWork.lease_until, MailboxWork.not_before, MailboxWork.dirty_since)
         .join(Operator, Operator.id == MailboxWork.operator_id)
         .where(enabled, (MailboxWork.dirty_gen > MailboxWork.done_gen) | MailboxWork.full_sync.is_(True))
     ):
@@ -67,7 +77,7 @@ def snapshot(session: Session, now: datetime | None = None) -> Snapshot:
             dirty["retrying"] += 1
         else:
             dirty["waiting"] += 1
-        if dirty_since is not None and (oldest is None or dirty_since < oldest):
+        if operator_id not in stuck and dirty_since is not None and (oldest is None or dirty_since < oldest):
             oldest = dirty_since
     pending = session.scalar(
         select(func.count()).select_from(NotificationRow).where(NotificationRow.processed.is_(False))
@@ -84,6 +94,7 @@ def snapshot(session: Session, now: datetime | None = None) -> Snapshot:
         oldest_dirty_seconds=0.0 if oldest is None else max(0.0, (now - oldest).total_seconds()),
         notifications_pending=int(pending or 0),
         incidents_open=int(incidents or 0),
+        failing_permanently=len(stuck),
     )
 
 
