@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -148,3 +148,44 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield f"{base}{separator}options=-csearch_path%3D{schema}"
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+# --- the browser tests ----------------------------------------------------------------------------
+# tests/test_admin_browser.py drives Debian's chromium. Without it those tests are skipped with this reason, and
+# the end of pytest's output says so, with the line that installs it (a skip alone is easy to overlook).
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_MISSING = (
+    'chromium not found at {path}: install it with "apt-get install chromium" (Debian) to run the browser tests'
+)
+
+
+def chromium_missing(path: str = CHROMIUM) -> str | None:
+    """Why the browser tests cannot run: None when ``path`` is an executable file, else the skip reason."""
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return None
+    return CHROMIUM_MISSING.format(path=path)
+
+
+def browser_skip_notice(reasons: Iterable[str]) -> str | None:
+    """The warning for the end of the run, given the reasons of the tests that were skipped: None unless some
+    were skipped because chromium is missing."""
+    prefix = CHROMIUM_MISSING.split("{path}")[0]
+    missing = [r for r in reasons if r.startswith(prefix)]
+    if not missing:
+        return None
+    return f"{len(missing)} browser test(s) did not run: {missing[0]}"
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    notice = browser_skip_notice(_skip_reason(r) for r in terminalreporter.stats.get("skipped", []))
+    if notice is not None:
+        terminalreporter.write_sep("!", "browser tests skipped", yellow=True, bold=True)
+        terminalreporter.write_line(notice, yellow=True, bold=True)

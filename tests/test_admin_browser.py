@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,13 +33,12 @@ import pytest
 
 from calsync.emulator import Emulator
 
-from .conftest import SERVICE_PASSWORD, SERVICE_USER, start_emulator
+from .conftest import CHROMIUM, SERVICE_PASSWORD, SERVICE_USER, chromium_missing, start_emulator
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 expect = playwright_sync.expect
 Page = playwright_sync.Page
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -210,11 +208,11 @@ def server(schema_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None:
-        message = f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does it)"
+    missing = chromium_missing(CHROMIUM)
+    if missing is not None:
         if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+            pytest.fail(missing)
+        pytest.skip(missing)  # conftest.py repeats it at the end of the run, with the install line
     expect.set_options(timeout=EXPECT_MS)
     with playwright_sync.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

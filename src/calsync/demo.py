@@ -2,7 +2,7 @@
 
 It starts the built-in Exchange emulator with three mailboxes of realistic calendars (served over EWS, and over
 Microsoft Graph with a token endpoint and TLS, as a hybrid tenant is), runs calsync on a SQLite file (listener,
-calendar API and both jobs in this process), enables the three operators (two read through EWS, one through
+calendar API and the three jobs in this process), enables the three operators (two read through EWS, one through
 Graph), waits for their initial sync, then makes live changes in Exchange as an Outlook user would and prints,
 for each, how long it took to appear in the application calendar (read back through calsync's own HTTP API).
 Then it moves one operator from EWS to Graph and shows that every appointment kept its id. It ends by checking
