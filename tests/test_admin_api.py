@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from calsync.runtime import Runtime
 from calsync.sources.ews import EwsSource
 from calsync.sources.registry import Sources
 from calsync.store import jobs as job_store
-from calsync.store import operators, tokens
+from calsync.store import operators, tokens, work
+from calsync.store.tables import utcnow
 
 from .conftest import SERVICE_PASSWORD, SERVICE_USER, start_emulator
 from .test_sync_end_to_end import ANN, BOB, CALENDAR_TOKEN, Harness
@@ -275,6 +277,13 @@ def test_a_failure_shows_with_its_catalogue_code(harness: Harness, admin: Api) -
     dashboard = admin.get("/dashboard").json()
     assert dashboard["operators"]["failing"] == 1 and dashboard["operators"]["total"] == 2
     assert len(dashboard["notifications_per_minute"]) == 60
+    # no such mailbox is permanent: counted apart, and never the sync lag (it waits for a person, not a pass)
+    assert dashboard["operators"]["failing_permanently"] == 1
+    with harness.runtime.db.transaction() as session:
+        ghost = operators.require(session, GHOST)
+        work.mark_dirty(session, ghost.id, now=utcnow() - timedelta(hours=2))
+    assert admin.get(f"/operators/{GHOST}").json()["lag_seconds"] >= 7000  # its own lag still shows
+    assert admin.get("/dashboard").json()["sync_lag_seconds"]["max"] < 3600
 
 
 # --- settings -------------------------------------------------------------------------------------

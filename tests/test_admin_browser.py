@@ -480,6 +480,8 @@ def test_a_failure_shows_up_with_its_catalogue_code(page: Page, server: Server) 
     expect(page.locator("#operators-failing")).to_have_text(re.compile(r"^\d+$"))
     expect(page.locator("#operators-failing")).not_to_have_text("0")
     expect(page.locator("#open-incidents")).not_to_have_text("0")
+    # no such mailbox is permanent: it needs an administrator
+    expect(page.locator("#operators-failing-permanently")).to_have_text(re.compile(r"^[1-9]\d*$"))
     expect(page.locator("#chart svg[role=img] rect")).to_have_count(
         len(server.api.get("/dashboard").json()["notifications_per_minute"])
     )

@@ -47,6 +47,7 @@ def dashboard(ctx: Ctx, _: AdminReader) -> schemas.Dashboard:
             syncing=states["syncing"],
             failing=states["failing"],
             disabled=states["disabled"],
+            failing_permanently=sum(1 for s in statuses if s.enabled and s.incident_kind == "permanent"),
         ),
         subscriptions=schemas.SubscriptionCounts(
             healthy=subscriptions["healthy"],
@@ -56,7 +57,13 @@ def dashboard(ctx: Ctx, _: AdminReader) -> schemas.Dashboard:
         ),
         notifications_per_minute=[schemas.MinuteCount(minute=m, count=per_minute[m]) for m in minutes],
         notifications_last_minute=sum(1 for a in arrivals if now - a <= timedelta(minutes=1)),
-        sync_lag_seconds=schemas.Lag(max=max((v.lag_seconds for v in views), default=0.0)),
+        # Lag describes the mailboxes that can sync: one failing for a permanent reason waits for a person.
+        sync_lag_seconds=schemas.Lag(
+            max=max(
+                (v.lag_seconds for v, s in zip(views, statuses, strict=True) if s.incident_kind != "permanent"),
+                default=0.0,
+            )
+        ),
         dirty_mailboxes=sum(1 for s in statuses if s.dirty),
         open_incidents=open_incidents,
     )

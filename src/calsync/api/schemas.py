@@ -140,6 +140,7 @@ class OperatorCounts(BaseModel):
     syncing: int
     failing: int
     disabled: int
+    failing_permanently: int = 0  # enabled, with an open permanent incident: waiting for an administrator
 
 
 class SubscriptionCounts(BaseModel):

@@ -36,6 +36,7 @@ class OperatorStatus:
     incident_code: str | None = None  # the open incident's catalogue code (calsync.alerts.catalogue), if any
     incident_since: datetime | None = None  # when its failures began
     incident_message: str | None = None
+    incident_kind: str | None = None  # transient | permanent (a permanent one waits for a person, not a retry)
     display_name: str | None = None
     subscription_frequency: int | None = None  # the subscription's StatusFrequency (minutes)
     dirty_since: datetime | None = None  # when the oldest change not yet synced was noticed (None: nothing waits)
@@ -117,6 +118,7 @@ def _statuses(session: Session, email: str | None) -> list[OperatorStatus]:
                 incident_code=None if incident is None else incident.code,
                 incident_since=None if incident is None else incident.first_failure_at,
                 incident_message=None if incident is None else incident.message,
+                incident_kind=None if incident is None else incident.kind,
                 display_name=op.display_name,
                 subscription_frequency=None if sub is None else sub.status_frequency,
                 dirty_since=work.dirty_since if dirty and work is not None else None,

@@ -111,6 +111,12 @@
     ]);
     fill("incident-counts", [
       count("Open incidents", d.open_incidents ?? 0, { href: "failures.html?state=open", id: "open-incidents", alert: true }),
+      // permanent failures (no such mailbox, access denied): no retry helps, an administrator must act
+      count("Need an administrator", ops.failing_permanently ?? 0, {
+        href: "failures.html?state=open",
+        id: "operators-failing-permanently",
+        alert: true,
+      }),
     ]);
     drawChart(d.notifications_per_minute);
     const now = new Date();
