@@ -137,7 +137,7 @@ def test_toml_examples_use_only_real_settings() -> None:
 
 # Named in the docs on purpose although they are not settings: a misspelt variable in an example of the error
 # message it gets, a placeholder, and the switch of the screenshot test.
-NOT_SETTINGS = {"CALSYNC_BATCHSIZE", "CALSYNC_X", "CALSYNC_SCREENSHOTS"}
+NOT_SETTINGS = {"CALSYNC_BATCHSIZE", "CALSYNC_X"}
 
 
 def test_calsync_variables_in_the_docs_exist() -> None:

@@ -203,7 +203,7 @@ ENV_PREFIX = "CALSYNC_"
 CONFIG_ENV = "CALSYNC_CONFIG"
 DEFAULT_CONFIG_FILE = Path("calsync.toml")
 #: ``CALSYNC_*`` environment variables that are not settings but are used by other parts of calsync.
-IGNORED_ENV = frozenset({CONFIG_ENV, "CALSYNC_EWS_REFERENCE", "CALSYNC_TEST_POSTGRES"})
+IGNORED_ENV = frozenset({CONFIG_ENV, "CALSYNC_EWS_REFERENCE", "CALSYNC_TEST_POSTGRES", "CALSYNC_SCREENSHOTS"})
 MASK = "********"
 
 EXCHANGE_VERSIONS = ("Exchange2010", "Exchange2013", "Exchange2016", "Exchange2019", "Exchange365")
